@@ -6,6 +6,9 @@ import os
 import tempfile
 from typing import Any, Iterator
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
@@ -26,6 +29,7 @@ def atomic_path(path: str) -> Iterator[str]:
   fd, tmp = tempfile.mkstemp(
       dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
   os.close(fd)
+  os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; keep umask's.
   try:
     yield tmp
     os.replace(tmp, path)
