@@ -153,6 +153,29 @@ def _model_prefix(names: Sequence[str], source: str) -> str:
   return prefixes[0]
 
 
+def checkpoint_stream(path: str) -> str:
+  """Tells whether a checkpoint holds an RGB or a flow I3D.
+
+  Args:
+    path: checkpoint prefix or directory.
+
+  Returns:
+    "rgb" or "flow", from the input channels of the first convolution.
+
+  Raises:
+    CheckpointError: if the checkpoint holds no single I3D model.
+  """
+  prefix = checkpoint_prefix(path)
+  shapes = dict(tf.train.list_variables(prefix))
+  first_conv = _model_prefix(list(shapes), prefix) + _FIRST_CONV
+  channels = shapes[first_conv][3]
+  for stream, stream_channels in STREAM_CHANNELS.items():
+    if channels == stream_channels:
+      return stream
+  raise CheckpointError(f"{prefix}: {first_conv} has {channels} input "
+                        "channels, neither RGB (3) nor flow (2)")
+
+
 @dataclasses.dataclass
 class RestoreReport:
   """What a restore did."""

@@ -1,0 +1,153 @@
+"""Tests for i3d.model and i3d.two_stream."""
+
+import os
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+from i3d import model
+from i3d import two_stream
+
+REFERENCE = os.path.join(os.path.dirname(__file__), "..", "..", "shared",
+                         "reference", "kinetics-i3d", "checkpoints")
+
+
+def reference_shapes(name: str) -> dict[str, list[int]]:
+  return dict(tf.train.list_variables(
+      os.path.join(REFERENCE, name, "model.ckpt")))
+
+
+class VariablesTest(parameterized.TestCase):
+
+  @parameterized.parameters(("rgb", "rgb_scratch"), ("rgb", "rgb_imagenet"),
+                            ("flow", "flow_imagenet"), ("flow", "flow_scratch"))
+  def test_names_and_shapes_equal_deepmind_checkpoint(self, stream, reference):
+    net = two_stream.TwoStreamI3d(400, [stream])
+    channels = two_stream.STREAM_CHANNELS[stream]
+    net({stream: tf.zeros([1, 1, 8, 8, channels])}, is_training=False)
+    ours = {v.name.split(":")[0]: v.shape.as_list() for v in net.variables}
+    self.assertEqual(ours, reference_shapes(reference))
+
+  def test_batch_norm_has_offset_only(self):
+    net = model.InceptionI3d(10)
+    net(tf.zeros([1, 1, 8, 8, 3]), is_training=False)
+    leaves = {v.name.split(":")[0].rsplit("/", 1)[1] for v in net.variables}
+    self.assertEqual(leaves, {"w", "b", "beta", "moving_mean",
+                              "moving_variance"})
+
+  def test_trainable_variables_exclude_moving_statistics(self):
+    net = model.InceptionI3d(10)
+    net(tf.zeros([1, 1, 8, 8, 3]), is_training=False)
+    self.assertFalse(any("moving" in v.name for v in net.trainable_variables))
+    self.assertLen(net.trainable_variables, 2 * 57 + 2)
+
+
+class BatchNormTest(absltest.TestCase):
+
+  def test_training_updates_moving_averages_with_decay(self):
+    bn = model.BatchNorm()
+    x = tf.constant(np.random.RandomState(0).normal(3.0, 2.0, [4, 2, 3, 3, 5]),
+                    tf.float32)
+    y = bn(x, is_training=True)
+    mean = x.numpy().mean(axis=(0, 1, 2, 3))
+    var = x.numpy().var(axis=(0, 1, 2, 3))
+    np.testing.assert_allclose(bn.moving_mean.numpy(), 0.001 * mean, rtol=1e-4)
+    np.testing.assert_allclose(bn.moving_variance.numpy(),
+                               0.999 + 0.001 * var, rtol=1e-4)
+    np.testing.assert_allclose(y.numpy(), (x.numpy() - mean) /
+                               np.sqrt(var + 1e-3), atol=1e-4)
+
+  def test_inference_uses_moving_statistics(self):
+    bn = model.BatchNorm()
+    x = tf.ones([1, 1, 1, 1, 2]) * 5.0
+    bn(x, is_training=False)
+    bn.moving_mean.assign([1.0, 2.0])
+    bn.moving_variance.assign([4.0, 9.0])
+    bn.beta.assign([0.5, -0.5])
+    y = bn(x, is_training=False).numpy().reshape(-1)
+    np.testing.assert_allclose(
+        y, [4 / np.sqrt(4.001) + 0.5, 3 / np.sqrt(9.001) - 0.5], rtol=1e-5)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), [1.0, 2.0])
+
+
+class InceptionI3dTest(parameterized.TestCase):
+
+  def test_mixed_5b_keeps_deepmind_odd_name(self):
+    net = model.InceptionI3d(10)
+    net(tf.zeros([1, 1, 8, 8, 3]), is_training=False)
+    names = [v.name for v in net.variables]
+    self.assertTrue(any("Mixed_5b/Branch_2/Conv3d_0a_3x3/" in n for n in names))
+    self.assertFalse(any("Mixed_5b/Branch_2/Conv3d_0b_3x3/" in n
+                         for n in names))
+    self.assertTrue(any("Mixed_5c/Branch_2/Conv3d_0b_3x3/" in n for n in names))
+
+  @parameterized.parameters((1, 8), (4, 32), (9, 64), (16, 112))
+  def test_small_inputs_give_logits(self, frames, size):
+    net = model.InceptionI3d(7)
+    logits, end_points = net(tf.random.uniform([2, frames, size, size, 3]),
+                             is_training=False)
+    self.assertEqual(logits.shape, (2, 7))
+    self.assertTrue(np.isfinite(logits.numpy()).all())
+    self.assertEqual(end_points["Mixed_5c"].shape[-1], 1024)
+
+  def test_endpoint_shapes_at_224(self):
+    net = model.InceptionI3d(10, final_endpoint="Mixed_5c")
+    out, end_points = net(tf.zeros([1, 16, 224, 224, 3]), is_training=False)
+    self.assertEqual(out.shape, (1, 2, 7, 7, 1024))
+    self.assertEqual(end_points["Conv3d_1a_7x7"].shape, (1, 8, 112, 112, 64))
+    self.assertEqual(end_points["MaxPool3d_4a_3x3"].shape, (1, 4, 14, 14, 480))
+    self.assertNotIn("Logits", end_points)
+    with self.assertRaisesRegex(ValueError, "before Logits"):
+      net.head(out, is_training=False)
+
+  def test_pool_is_original_window_at_224_and_clipped_below(self):
+    features = tf.random.uniform([1, 4, 7, 7, 3])
+    np.testing.assert_allclose(
+        model.InceptionI3d.pool(features).numpy(),
+        tf.nn.avg_pool3d(features, [1, 2, 7, 7, 1], [1] * 5, "VALID").numpy())
+    small = tf.random.uniform([1, 1, 2, 3, 3])
+    np.testing.assert_allclose(
+        model.InceptionI3d.pool(small).numpy().reshape(-1),
+        small.numpy().mean(axis=(1, 2, 3)).reshape(-1), rtol=1e-6)
+
+  def test_predictions_are_softmax_of_logits(self):
+    net = model.InceptionI3d(5, final_endpoint="Predictions")
+    predictions, end_points = net(tf.random.uniform([1, 2, 16, 16, 3]),
+                                  is_training=False)
+    np.testing.assert_allclose(predictions.numpy(),
+                               tf.nn.softmax(end_points["Logits"]).numpy())
+
+  def test_invalid_endpoint(self):
+    with self.assertRaisesRegex(ValueError, "Unknown final endpoint"):
+      model.InceptionI3d(final_endpoint="Mixed_6a")
+
+  def test_dropout_only_in_training(self):
+    net = model.InceptionI3d(5)
+    x = tf.random.uniform([1, 2, 16, 16, 3])
+    a, _ = net(x, is_training=False, dropout_keep_prob=0.5)
+    b, _ = net(x, is_training=False, dropout_keep_prob=0.5)
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+class TwoStreamTest(absltest.TestCase):
+
+  def test_joint_is_sum_of_streams(self):
+    net = two_stream.TwoStreamI3d(4)
+    inputs = {"rgb": tf.random.uniform([2, 2, 16, 16, 3], -1, 1),
+              "flow": tf.random.uniform([2, 2, 16, 16, 2], -1, 1)}
+    logits = net(inputs, is_training=False)
+    np.testing.assert_allclose(logits["joint"].numpy(),
+                               (logits["rgb"] + logits["flow"]).numpy(),
+                               rtol=1e-6)
+
+  def test_parse_streams(self):
+    self.assertEqual(two_stream.parse_streams("joint"), ("rgb", "flow"))
+    self.assertEqual(two_stream.parse_streams("flow"), ("flow",))
+    with self.assertRaisesRegex(ValueError, "Unknown stream"):
+      two_stream.parse_streams("depth")
+
+
+if __name__ == "__main__":
+  absltest.main()
