@@ -314,20 +314,35 @@ class InceptionI3d(snt.Module):
   def pool(mixed_5c: tf.Tensor) -> tf.Tensor:
     """Average-pools Mixed_5c features as the logits head does.
 
+    A VALID average pool over `LOGITS_POOL_SIZE` (2x7x7) with stride 1, each
+    window dimension clipped to the feature map's size. H and W must be known
+    statically; T may be dynamic (a serving signature of any clip length).
+
     Args:
       mixed_5c: [B, T', H', W', 1024] features.
 
     Returns:
       [B, T'', H'', W'', 1024] pooled features (1x1 spatially at 224x224).
+
+    Raises:
+      ValueError: if H' or W' is not static.
     """
-    spatial_temporal = mixed_5c.shape[1:4]
-    if any(dim is None for dim in spatial_temporal):
-      raise ValueError("The logits pool needs static T, H, W; got features "
-                       f"of shape {mixed_5c.shape}")
-    window = [min(size, dim)
-              for size, dim in zip(LOGITS_POOL_SIZE, spatial_temporal)]
-    return tf.nn.avg_pool3d(mixed_5c, ksize=[1, *window, 1],
-                            strides=[1, 1, 1, 1, 1], padding="VALID")
+    window_t, window_h, window_w = LOGITS_POOL_SIZE  # window_t is 2.
+    height, width = mixed_5c.shape[2:4]
+    if height is None or width is None:
+      raise ValueError("The logits pool needs a static height and width; got "
+                       f"features of shape {mixed_5c.shape}")
+    net = tf.nn.avg_pool3d(
+        mixed_5c, ksize=[1, 1, min(window_h, height), min(window_w, width), 1],
+        strides=[1, 1, 1, 1, 1], padding="VALID")
+
+    def mean_of_pairs():  # The 2-frame temporal window, stride 1.
+      return (net[:, :-1] + net[:, 1:]) / 2.0
+
+    frames = net.shape[1]
+    if frames is not None:
+      return mean_of_pairs() if frames >= window_t else net
+    return tf.cond(tf.shape(net)[1] >= window_t, mean_of_pairs, lambda: net)
 
   def head(self, pooled: tf.Tensor, is_training: bool,
            dropout_keep_prob: float = 1.0) -> tf.Tensor:

@@ -106,11 +106,23 @@ class InceptionI3dTest(parameterized.TestCase):
     features = tf.random.uniform([1, 4, 7, 7, 3])
     np.testing.assert_allclose(
         model.InceptionI3d.pool(features).numpy(),
-        tf.nn.avg_pool3d(features, [1, 2, 7, 7, 1], [1] * 5, "VALID").numpy())
+        tf.nn.avg_pool3d(features, [1, 2, 7, 7, 1], [1] * 5, "VALID").numpy(),
+        rtol=1e-6)
     small = tf.random.uniform([1, 1, 2, 3, 3])
     np.testing.assert_allclose(
         model.InceptionI3d.pool(small).numpy().reshape(-1),
         small.numpy().mean(axis=(1, 2, 3)).reshape(-1), rtol=1e-6)
+
+  def test_pool_with_dynamic_time(self):
+    features = tf.random.uniform([1, 3, 2, 2, 4])
+    pool = tf.function(model.InceptionI3d.pool, input_signature=[
+        tf.TensorSpec([None, None, 2, 2, 4])])
+    np.testing.assert_allclose(pool(features).numpy(),
+                               model.InceptionI3d.pool(features).numpy())
+    np.testing.assert_allclose(pool(features[:, :1]).numpy(),
+                               features[:, :1].numpy().mean(axis=(2, 3),
+                                                            keepdims=True),
+                               rtol=1e-6)
 
   def test_predictions_are_softmax_of_logits(self):
     net = model.InceptionI3d(5, final_endpoint="Predictions")
