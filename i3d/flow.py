@@ -35,6 +35,17 @@ def use_one_opencv_thread() -> None:
   cv2.setNumThreads(1)
 
 
+def worker_context() -> multiprocessing.context.BaseContext:
+  """The multiprocessing context of the OpenCV worker processes.
+
+  "spawn", not "fork": forking a process whose TensorFlow or OpenCV threads
+  hold locks can deadlock the children. Each spawned worker re-imports the
+  main script, so a pool starts in well under a second under a light script
+  (prepare_data.py) but takes seconds when the script imports TensorFlow.
+  """
+  return multiprocessing.get_context("spawn")
+
+
 def create_flow_estimator(algorithm: str = "tvl1") -> FlowEstimator:
   """Returns a function computing model-range flow between two gray frames.
 
@@ -141,8 +152,7 @@ def compute_flow(frames_uint8_rgb: np.ndarray,
   bounds = np.linspace(0, len(frames) - 1, num_workers + 1).round().astype(int)
   chunks = [frames[start:end + 1] for start, end in zip(bounds[:-1], bounds[1:])]
   with concurrent.futures.ProcessPoolExecutor(
-      num_workers,
-      mp_context=multiprocessing.get_context("spawn"),
+      num_workers, mp_context=worker_context(),
       initializer=use_one_opencv_thread) as pool:
     parts = list(pool.map(_flow_of_chunk, chunks, [algorithm] * len(chunks)))
   # Each chunk ends with its repeated last flow; only the final chunk keeps it.

@@ -287,28 +287,44 @@ class InceptionI3d(snt.Module):
                              name="Conv3d_0c_1x1")
 
   def features(self, inputs: tf.Tensor, is_training: bool,
-               end_points: Optional[Dict[str, tf.Tensor]] = None) -> tf.Tensor:
-    """Runs the network up to Mixed_5c (or the final endpoint, if earlier).
+               end_points: Optional[Dict[str, tf.Tensor]] = None,
+               first_endpoint: str = VALID_ENDPOINTS[0],
+               last_endpoint: Optional[str] = None) -> tf.Tensor:
+    """Runs the convolutional part of the network, Conv3d_1a_7x7 to Mixed_5c.
 
     Args:
-      inputs: [B, T, H, W, C] clips.
+      inputs: [B, T, H, W, C] clips; or, with `first_endpoint`, the output of
+        the endpoint before it.
       is_training: batch norm mode.
       end_points: if given, filled with every endpoint computed.
+      first_endpoint: the first endpoint to compute.
+      last_endpoint: the last endpoint to compute; by default Mixed_5c, or the
+        final endpoint if it comes earlier.
 
     Returns:
       The output of the last endpoint computed.
     """
+    convolutional = VALID_ENDPOINTS[:VALID_ENDPOINTS.index("Logits")]
+    if last_endpoint is None:
+      last_endpoint = (self.final_endpoint if self.final_endpoint in
+                       convolutional else convolutional[-1])
     net = inputs
-    for endpoint in VALID_ENDPOINTS[:VALID_ENDPOINTS.index("Logits")]:
+    for endpoint in convolutional[convolutional.index(first_endpoint):
+                                  convolutional.index(last_endpoint) + 1]:
       if endpoint in _MAX_POOLS:
         net = _max_pool(net, *_MAX_POOLS[endpoint])
       else:
         net = self._layers[endpoint](net, is_training=is_training)
       if end_points is not None:
         end_points[endpoint] = net
-      if endpoint == self.final_endpoint:
-        break
     return net
+
+  def endpoint_variables(self, endpoint: str) -> Tuple[tf.Variable, ...]:
+    """The variables of one endpoint ("Logits" for the logits layer)."""
+    if endpoint == "Logits":
+      return tuple(self.logits.variables) if self.logits else ()
+    layer = self._layers.get(endpoint)
+    return tuple(layer.variables) if layer is not None else ()
 
   @staticmethod
   def pool(mixed_5c: tf.Tensor) -> tf.Tensor:

@@ -60,7 +60,7 @@ _MIN_SECONDS, _MAX_SECONDS = 2.4, 4.0
 _MIN_REP_SECONDS, _MAX_REP_SECONDS = 1.1, 1.8
 # Fractions of the frame the whole motion may fill. The width limit keeps the
 # person inside the centre crop that training takes from 4:3 frames.
-_MAX_FILL_HEIGHT, _MAX_FILL_WIDTH = 0.68, 0.56
+_MAX_FILL_HEIGHT, _MAX_FILL_WIDTH = 0.68, 0.62
 _SIDES = (("l", -1.0), ("r", 1.0))
 # Fixed-point bits for OpenCV drawing, so that limbs move by sub-pixel steps.
 _SHIFT = 4
@@ -396,7 +396,7 @@ _ARMS_FORWARD = {"upper_arm": (-5.0, 10.0), "forearm": (-5.0, 10.0)}
 _PUSH_UP_REST = {"lift": 0.97, "neck_flex": (-15.0, -5.0)}
 _LYING = {"curl": (0.0, 3.0), "neck_flex": (0.0, 8.0), "knee": (80.0, 95.0),
           "feet_lift": 0.0}
-_CRUNCH_PEAK = {"curl": (34.0, 42.0), "neck_flex": (15.0, 25.0)}
+_CRUNCH_PEAK = {"curl": (38.0, 46.0), "neck_flex": (15.0, 25.0)}
 _crunch_reaching = functools.partial(_crunch, hands_on_head=False)
 
 # `thigh_rise` is the knee-to-hip angle: past 180 the hip is below the knee.
@@ -415,21 +415,21 @@ CLASSES: Mapping[str, ExerciseClass] = {
         "upper_arm": (-80.0, -72.0), "forearm": (82.0, 90.0),
         "thigh": (-80.0, -70.0)}),
     "push-up_not-low": ExerciseClass(
-        _push_up, {**_PUSH_UP_REST, "pike": (-3.0, 3.0)}, {"lift": (0.62, 0.72)}),
+        _push_up, {**_PUSH_UP_REST, "pike": (-3.0, 3.0)}, {"lift": (0.72, 0.8)}),
     "push-up_butt-up": ExerciseClass(
         _push_up, {**_PUSH_UP_REST, "pike": (26.0, 34.0)}, {"lift": (0.3, 0.42)}),
     "push-up_not-straight": ExerciseClass(
-        _push_up, {**_PUSH_UP_REST, "pike": (-14.0, -10.0)},
-        {"lift": (0.36, 0.45)}),
+        _push_up, {**_PUSH_UP_REST, "pike": (-18.0, -15.0)},
+        {"lift": (0.52, 0.6)}),
     "crunch_correct": ExerciseClass(_crunch_reaching, _LYING, _CRUNCH_PEAK),
     "crunch_heels-up": ExerciseClass(
-        _crunch_reaching, {**_LYING, "feet_lift": (0.07, 0.09)},
-        {**_CRUNCH_PEAK, "feet_lift": (0.15, 0.2)}),
+        _crunch_reaching, {**_LYING, "feet_lift": (0.1, 0.13)},
+        {**_CRUNCH_PEAK, "feet_lift": (0.2, 0.25)}),
     "crunch_not-enough": ExerciseClass(
         _crunch_reaching, _LYING, {"curl": (8.0, 12.0), "neck_flex": (8.0, 14.0)}),
     "crunch_bad-hands": ExerciseClass(
         functools.partial(_crunch, hands_on_head=True), _LYING,
-        {"curl": (30.0, 38.0), "neck_flex": (35.0, 45.0)}),
+        {"curl": (34.0, 42.0), "neck_flex": (35.0, 45.0)}),
 }
 assert tuple(CLASSES) == labels.EXERCISE_CLASSES
 
@@ -542,10 +542,10 @@ def sample_clip(label: str, clip_index: int, seed: int, *,
       rep_seconds=float(rng.uniform(_MIN_REP_SECONDS, _MAX_REP_SECONDS)),
       start_phase=float(rng.random()),
       azimuth=float(rng.uniform(-35, 35) + 180 * rng.integers(2)),
-      elevation=float(rng.uniform(2, 15)),
+      elevation=float(rng.uniform(5, 18)),
       distance=float(rng.uniform(3, 5)),
-      fill=float(rng.uniform(0.82, 1.0)),
-      offset=(float(rng.uniform(-0.05, 0.05)), float(rng.uniform(-0.05, 0.05))),
+      fill=float(rng.uniform(0.88, 1.0)),
+      offset=(float(rng.uniform(-0.03, 0.03)), float(rng.uniform(-0.05, 0.05))),
       width=width,
       height=height,
       scene_seed=int(rng.integers(2**31)),
@@ -729,15 +729,16 @@ def _render_background(rng: np.random.Generator, clip: Clip, camera: _Camera,
   """The room as float RGB, `margin` pixels larger on every side for shake."""
   size = (clip.height + 2 * margin, clip.width + 2 * margin)
   shifted = dataclasses.replace(camera, centre=camera.centre + margin)
-  wall = np.array(_sample_colour(rng, (0.05, 0.45), (0.35, 0.85)))
-  floor = np.array(_sample_colour(rng, (0.1, 0.5), (0.25, 0.7)))
+  # Greyer than the clothes, so that the person stands out.
+  wall = np.array(_sample_colour(rng, (0.0, 0.3), (0.35, 0.85)))
+  floor = np.array(_sample_colour(rng, (0.05, 0.4), (0.25, 0.7)))
   image = wall * (1 + 0.12 * _smooth_noise(rng, size, 6)[..., None])
   # The wall meets the floor a little behind the person.
   forward = shifted.rotation[2] * np.array([1.0, 0.0, 1.0])
   forward /= np.linalg.norm(forward)
   sideways = np.array([-forward[2], 0.0, forward[0]])
   ground = skeleton["pelvis"][0] * np.array([1.0, 0.0, 1.0])
-  far_edge = ground + rng.uniform(0.6, 1.5) * forward
+  far_edge = ground + rng.uniform(0.9, 1.7) * clip.body.height * forward
   edge_pixels = shifted.project(np.stack([far_edge - 20 * sideways,
                                           far_edge + 20 * sideways]))[0]
   floor_polygon = np.concatenate(
@@ -746,7 +747,7 @@ def _render_background(rng: np.random.Generator, clip: Clip, camera: _Camera,
   cv2.fillPoly(mask, [floor_polygon.round().astype(np.int32)], 1)
   floor_texture = floor * (1 + 0.1 * _smooth_noise(rng, size, 12)[..., None])
   # Boards run parallel to the wall; perspective spaces them out.
-  for distance in np.arange(rng.uniform(-2.5, -2.2), 1.5, rng.uniform(0.15, 0.3)):
+  for distance in np.arange(rng.uniform(-3.0, -2.5), 3.0, rng.uniform(0.3, 0.6)):
     line = shifted.project(np.stack([ground + distance * forward - 20 * sideways,
                                      ground + distance * forward + 20 * sideways]))[0]
     cv2.line(floor_texture, _fixed(line[0]), _fixed(line[1]),
@@ -762,12 +763,18 @@ def _render_background(rng: np.random.Generator, clip: Clip, camera: _Camera,
     cv2.fillConvexPoly(image, (pixels * _ONE).round().astype(np.int32),
                        tuple(mat), cv2.LINE_AA, _SHIFT)
   if "bar" in skeleton:
+    # A wall-mounted bar: its far end is held by a bracket on a post behind
+    # the person, so that no support crosses the body.
+    height = clip.body.height
     bar = skeleton["bar"][0]
-    ends = shifted.project(np.stack([bar + _lateral(-0.5 * clip.body.height),
-                                     bar + _lateral(0.5 * clip.body.height)]))
-    radius = 0.02 * clip.body.height * shifted.scale / ends[1].mean()
-    _draw_capsule(image, ends[0][0], ends[0][1], radius, (160, 160, 170),
-                  np.array([0.0, -1.0]))
+    far = bar + _lateral(0.5 * height * np.sign(forward[2]))
+    near = bar - (far - bar)
+    bracket = far - np.array([0.45 * height, 0.0, 0.0])
+    base = bracket * np.array([1.0, 0.0, 1.0])
+    for start, end in ((base, bracket), (bracket, far), (far, near)):
+      (a, b), depths = shifted.project(np.stack([start, end]))
+      _draw_capsule(image, a, b, 0.02 * height * shifted.scale / depths.mean(),
+                    (150, 150, 160), np.array([0.0, -1.0]))
   # Light falls off across the room from a random side.
   ys, xs_grid = np.mgrid[0:size[0], 0:size[1]]
   angle = rng.uniform(0, 2 * np.pi)
@@ -948,7 +955,7 @@ def _peak_centred_frames(clip: Clip, count: int) -> list[int]:
   return list(np.clip(peak + offsets, 0, clip.num_frames - 1))
 
 
-def render_contact_sheet(seed: int, *, columns: int = 6, clip_index: int = 0,
+def render_contact_sheet(seed: int, *, columns: int = 6,
                          num_subjects: int = DEFAULT_NUM_SUBJECTS,
                          width: int = DEFAULT_WIDTH, height: int = DEFAULT_HEIGHT,
                          fps: float = DEFAULT_FPS,
@@ -958,7 +965,6 @@ def render_contact_sheet(seed: int, *, columns: int = 6, clip_index: int = 0,
   Args:
     seed: the dataset seed.
     columns: frames per row.
-    clip_index: which clip of each class to show.
     num_subjects: as for `generate_dataset`.
     width: frame width in pixels.
     height: frame height in pixels.
@@ -969,8 +975,9 @@ def render_contact_sheet(seed: int, *, columns: int = 6, clip_index: int = 0,
     A uint8 RGB image of shape (10 * height, label_width + columns * width, 3).
   """
   rows = []
-  for label in CLASSES:
-    clip = sample_clip(label, clip_index, seed, num_subjects=num_subjects,
+  for row, label in enumerate(CLASSES):
+    # Row i shows clip i of its class: a different subject on each row.
+    clip = sample_clip(label, row, seed, num_subjects=num_subjects,
                        width=width, height=height, fps=fps)
     frames = render_clip(clip)[_peak_centred_frames(clip, columns)]
     name = np.full((height, label_width, 3), 255, np.uint8)

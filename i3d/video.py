@@ -10,8 +10,10 @@ This module depends on OpenCV and NumPy only (no TensorFlow), so that worker
 processes which decode videos start quickly.
 """
 
+import collections
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 from typing import Iterator, Sequence
@@ -19,6 +21,7 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
+from i3d import fileio
 from i3d import flow
 
 STREAMS: tuple[str, ...] = ("rgb", "flow")
@@ -32,6 +35,13 @@ _MIN_DECODED_FRACTION = 0.9
 # Timestamps closer than this (in ms) are treated as equal, to absorb the
 # rounding of container time bases.
 _TIMESTAMP_TOLERANCE_MS = 1e-3
+RGB_JPEG_QUALITY = 90
+FLOW_JPEG_QUALITY = 90
+# Flow in [-1, 1] is stored as 8-bit round(FLOW_JPEG_SCALE * flow +
+# FLOW_JPEG_ZERO): zero motion maps exactly to 128, so still backgrounds decode
+# to exactly zero flow.
+FLOW_JPEG_SCALE = 127.0
+FLOW_JPEG_ZERO = 128.0
 
 
 class VideoError(ValueError):
@@ -126,18 +136,21 @@ def resized_shape(height: int, width: int, short_side: int) -> tuple[int, int]:
 
 
 def _resize_to_model_scale(frame_bgr: np.ndarray, short_side: int) -> np.ndarray:
-  """Resizes a decoded BGR frame and converts it to RGB."""
+  """Resizes a decoded BGR frame (bilinear, anti-aliased) and converts it to RGB."""
   height, width = frame_bgr.shape[:2]
   new_height, new_width = resized_shape(height, width, short_side)
   if (new_height, new_width) != (height, width):
-    # Bilinear as in DeepMind's (FFmpeg) pipeline. When shrinking, OpenCV's
-    # bilinear reads only 2x2 source pixels and aliases badly at phone
-    # resolutions, whereas FFmpeg's bilinear filters over the whole footprint;
-    # OpenCV's area filter is the close equivalent there.
-    shrinking = new_height < height
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    frame_bgr = cv2.resize(
-        frame_bgr, (new_width, new_height), interpolation=interpolation)
+    # Bilinear as in DeepMind's (FFmpeg) pipeline. OpenCV's bilinear reads
+    # only 2x2 source pixels, so shrinking by 2x or more would alias and keep
+    # the full sensor noise, unlike FFmpeg's, which filters over the whole
+    # footprint. Averaging whole blocks first (the fast integer-factor area
+    # filter) and interpolating the remaining factor (< 2) is close to it.
+    block = min(height // new_height, width // new_width)
+    if block >= 2:
+      frame_bgr = cv2.resize(frame_bgr, None, fx=1 / block, fy=1 / block,
+                             interpolation=cv2.INTER_AREA)
+    frame_bgr = cv2.resize(frame_bgr, (new_width, new_height),
+                           interpolation=cv2.INTER_LINEAR)
   return cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -259,6 +272,48 @@ def read_video(path: str,
   return np.stack(list(iter_frames(path, fps, short_side, max_frames)))
 
 
+def write_video(path: str, frames_uint8_rgb: np.ndarray, fps: float,
+                fourcc: str = "mp4v") -> None:
+  """Writes uint8 RGB frames to a video file atomically.
+
+  The container follows the file's extension (.mp4, .avi, ...). OpenCV's
+  writer rounds odd frame sizes down to even ones.
+
+  Args:
+    path: the output file.
+    frames_uint8_rgb: uint8 RGB frames, shape (T, H, W, 3), T >= 1.
+    fps: frame rate.
+    fourcc: the codec's four-character code ("mp4v" is always available).
+
+  Raises:
+    ValueError: for frames of the wrong shape or dtype.
+    VideoError: if OpenCV cannot write this codec and container.
+  """
+  frames = np.asarray(frames_uint8_rgb)
+  if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+    raise ValueError(f"expected uint8 frames (T, H, W, 3), got {frames.dtype} "
+                     f"{frames.shape}")
+  height, width = frames.shape[1:3]
+  with fileio.atomic_path(path) as tmp:
+    # OpenCV picks the container from the file extension, which the temporary
+    # name lacks: write beside it with the extension, then move it there.
+    staging = tmp + os.path.splitext(path)[1]
+    try:
+      writer = cv2.VideoWriter(staging, cv2.VideoWriter_fourcc(*fourcc), fps,
+                               (width, height))
+      if not writer.isOpened():
+        raise VideoError(path, f"OpenCV cannot write {fourcc!r} video here")
+      for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+      writer.release()
+      with open(staging, "rb") as f:
+        os.fsync(f.fileno())
+      os.replace(staging, tmp)
+    finally:
+      if os.path.exists(staging):
+        os.remove(staging)
+
+
 def rgb_to_model(frames_uint8: np.ndarray) -> np.ndarray:
   """Scales uint8 RGB to the model's float32 range [-1, 1] (x / 255 * 2 - 1).
 
@@ -273,7 +328,10 @@ def rgb_to_model(frames_uint8: np.ndarray) -> np.ndarray:
   """
   if frames_uint8.dtype != np.uint8:
     raise ValueError(f"expected uint8 frames, got {frames_uint8.dtype}")
-  return frames_uint8.astype(np.float32) / 255.0 * 2.0 - 1.0
+  # In place, in one pass each: this runs on every decoded frame.
+  values = np.multiply(frames_uint8, np.float32(2.0 / 255.0), dtype=np.float32)
+  values -= 1.0
+  return values
 
 
 def preprocess_video(
@@ -315,6 +373,90 @@ def too_short_for_flow_reason(num_frames: int, fps: float) -> str:
   """Says why a video of `num_frames` frames at `fps` has no optical flow."""
   return (f"too short for optical flow: {num_frames} frame(s) at {fps:g} fps, "
           "flow needs at least 2")
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedVideo:
+  """A preprocessed video as JPEG frames (see `encode_video`).
+
+  Attributes:
+    frames: stream name -> one JPEG per frame.
+    height: frame height in pixels.
+    width: frame width in pixels.
+  """
+  frames: dict[str, list[bytes]]
+  height: int
+  width: int
+
+  @property
+  def num_frames(self) -> int:
+    return len(next(iter(self.frames.values())))
+
+
+def encode_rgb_jpeg(frame: np.ndarray) -> bytes:
+  """JPEG-encodes a uint8 RGB frame (H, W, 3)."""
+  ok, data = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
+                          [cv2.IMWRITE_JPEG_QUALITY, RGB_JPEG_QUALITY])
+  assert ok, "JPEG encoding of a uint8 image does not fail"
+  return data.tobytes()
+
+
+def encode_flow_jpeg(flow_frame: np.ndarray) -> bytes:
+  """JPEG-encodes a model-range flow frame (H, W, 2) as an 8-bit gray image.
+
+  The image is (2H, W): x above y, in one channel so that no chroma
+  subsampling mixes the two; values are quantised with FLOW_JPEG_SCALE and
+  FLOW_JPEG_ZERO.
+  """
+  quantised = np.clip(np.round(flow_frame * FLOW_JPEG_SCALE + FLOW_JPEG_ZERO),
+                      0, 255).astype(np.uint8)
+  stacked = np.concatenate([quantised[..., 0], quantised[..., 1]], axis=0)
+  ok, data = cv2.imencode(".jpg", stacked,
+                          [cv2.IMWRITE_JPEG_QUALITY, FLOW_JPEG_QUALITY])
+  assert ok, "JPEG encoding of a uint8 image does not fail"
+  return data.tobytes()
+
+
+def encode_video(path: str, streams: Sequence[str],
+                 config: PreprocessConfig) -> EncodedVideo:
+  """Decodes a video once and JPEG-encodes the streams asked for.
+
+  Frames are processed one at a time, so memory holds the JPEGs, not the
+  decoded video. Runs without TensorFlow, in dataset worker processes.
+
+  Args:
+    path: a video file.
+    streams: a subset of ("rgb", "flow").
+    config: the preprocessing settings.
+
+  Returns:
+    The encoded frames (see `encode_rgb_jpeg` and `encode_flow_jpeg`).
+
+  Raises:
+    VideoError: if the file cannot be decoded, or is too short for flow.
+  """
+  streams = validate_streams(streams)
+  frames = iter_frames(path, config.fps, config.short_side, config.max_frames)
+  first_frames = list(itertools.islice(frames, 2))
+  if "flow" in streams and len(first_frames) < 2:
+    raise VideoError(path, too_short_for_flow_reason(len(first_frames),
+                                                     config.fps))
+  encoded = {stream: [] for stream in streams}
+
+  def frames_encoding_rgb() -> Iterator[np.ndarray]:
+    for frame in itertools.chain(first_frames, frames):
+      if "rgb" in streams:
+        encoded["rgb"].append(encode_rgb_jpeg(frame))
+      yield frame
+
+  if "flow" in streams:
+    for flow_frame in flow.iter_flow(frames_encoding_rgb(),
+                                     config.flow_algorithm):
+      encoded["flow"].append(encode_flow_jpeg(flow_frame))
+  else:
+    collections.deque(frames_encoding_rgb(), maxlen=0)
+  height, width = first_frames[0].shape[:2]
+  return EncodedVideo(encoded, height, width)
 
 
 def crop_offsets(height: int, width: int, crop_size: int,

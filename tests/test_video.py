@@ -1,0 +1,311 @@
+"""Tests of i3d.video on videos written by the tests."""
+
+import math
+import os
+import pickle
+import struct
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import cv2
+import numpy as np
+
+from i3d import flow
+from i3d import video
+
+SQUARE_PX = 16
+INDEX_BLOCK_PX = 16
+
+
+def moving_square_frames(num_frames: int,
+                         height: int = 96,
+                         width: int = 128,
+                         speed_px: float = 2.0,
+                         seed: int = 0) -> np.ndarray:
+  """Frames of a textured square moving right over a still textured background.
+
+  Frame i also shows its index as the brightness 8 + 8 i of the top-left
+  16 x 16 block (see `frame_index`).
+
+  Args:
+    num_frames: number of frames (at most 31, for the index block).
+    height: frame height.
+    width: frame width.
+    speed_px: rightward motion of the square per frame, in pixels.
+    seed: seed of the textures.
+
+  Returns:
+    uint8 RGB frames (num_frames, height, width, 3).
+  """
+  rng = np.random.default_rng(seed)
+  coarse = rng.integers(60, 140, (height // 8 + 1, width // 8 + 1, 3))
+  background = cv2.resize(coarse.astype(np.uint8), (width, height),
+                          interpolation=cv2.INTER_LINEAR)
+  texture = np.kron(rng.integers(0, 256, (4, 4, 3)),
+                    np.ones((4, 4, 1))).astype(np.uint8)
+  top = (height - SQUARE_PX) // 2
+  frames = np.repeat(background[None], num_frames, axis=0)
+  for i, frame in enumerate(frames):
+    left = int(round(INDEX_BLOCK_PX + 4 + speed_px * i))
+    frame[top:top + SQUARE_PX, left:left + SQUARE_PX] = texture
+    frame[:INDEX_BLOCK_PX, :INDEX_BLOCK_PX] = min(8 + 8 * i, 255)
+  return frames
+
+
+def frame_index(frame: np.ndarray, scale: float, corner: str = "top_left") -> int:
+  """Reads the index written by `moving_square_frames` from a decoded frame.
+
+  Args:
+    frame: a decoded RGB frame.
+    scale: the resize factor applied to the written frames.
+    corner: where the index block is after decoding ("top_right" once a
+      90 degree clockwise rotation is applied).
+  """
+  size = int(INDEX_BLOCK_PX * scale)
+  inner = slice(1, size - 1)
+  block = frame[inner, inner] if corner == "top_left" else frame[inner, -size + 1:-1]
+  return int(round((block.mean() - 8) / 8))
+
+
+def set_rotation_90(path: str) -> None:
+  """Marks an OpenCV-written MP4 as "rotate 90 degrees clockwise to display".
+
+  Phones record portrait clips as landscape frames with such a display matrix
+  in the track header (tkhd).
+  """
+  with open(path, "rb") as f:
+    data = bytearray(f.read())
+  box = data.find(b"tkhd") - 4
+  assert box >= 0 and data[box + 8] == 0, "expected a version 0 tkhd box"
+  one = 1 << 16
+  matrix = struct.pack(">9i", 0, one, 0, -one, 0, 0, 0, 0, 1 << 30)
+  data[box + 48:box + 84] = matrix
+  with open(path, "wb") as f:
+    f.write(bytes(data))
+
+
+def write_clip(path: str, frames: np.ndarray, fps: float) -> str:
+  video.write_video(path, frames, fps)
+  return path
+
+
+def write_truncated_copy(source: str, path: str) -> str:
+  """Writes the first half of a file, as an interrupted copy would."""
+  with open(source, "rb") as f:
+    data = f.read()
+  with open(path, "wb") as f:
+    f.write(data[:len(data) // 2])
+  return path
+
+
+def write_corrupt_copy(source: str, path: str) -> str:
+  """Copies an MP4 with the second half of its frame data zeroed."""
+  with open(source, "rb") as f:
+    data = bytearray(f.read())
+  start, end = data.find(b"mdat") + 4, data.find(b"moov") - 4
+  middle = (start + end) // 2
+  data[middle:end] = bytes(end - middle)
+  with open(path, "wb") as f:
+    f.write(bytes(data))
+  return path
+
+
+class ReadVideoTest(parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.dir = self.create_tempdir().full_path
+
+  @parameterized.named_parameters(
+      ("30fps", 30.0, 30, 25),
+      ("24fps", 24.0, 24, 25),
+      ("25fps", 25.0, 25, 25),
+      ("30fps_partial_second", 30.0, 20, 17),
+  )
+  def test_resamples_to_25_fps_by_timestamp(self, source_fps, num_frames,
+                                            expected_frames):
+    path = write_clip(os.path.join(self.dir, "clip.mp4"),
+                       moving_square_frames(num_frames), source_fps)
+    frames = video.read_video(path, fps=25.0, short_side=96)
+    self.assertLen(frames, expected_frames)
+    # Output frame k shows the source frame on screen at k / 25 s.
+    expected = [math.floor(k * source_fps / 25.0 + 1e-9)
+                for k in range(expected_frames)]
+    self.assertEqual([frame_index(f, 1.0) for f in frames], expected)
+
+  def test_resizes_short_side_keeping_aspect_odd_size(self):
+    # OpenCV writes 161x97 as 160x96; 96 -> 64 makes the width 106.67 -> 107.
+    path = write_clip(os.path.join(self.dir, "odd.mp4"),
+                       moving_square_frames(6, height=97, width=161), 30.0)
+    frames = video.read_video(path, short_side=64)
+    self.assertEqual(frames.shape, (5, 64, 107, 3))
+    self.assertEqual(frames.dtype, np.uint8)
+
+  def test_native_portrait_keeps_orientation(self):
+    path = write_clip(os.path.join(self.dir, "portrait.mp4"),
+                       moving_square_frames(6, height=128, width=96), 30.0)
+    frames = video.read_video(path, short_side=48)
+    self.assertEqual(frames.shape[1:], (64, 48, 3))
+
+  def test_rotation_metadata_is_applied(self):
+    path = write_clip(os.path.join(self.dir, "phone.mp4"),
+                       moving_square_frames(10, height=96, width=128), 30.0)
+    set_rotation_90(path)
+    frames = video.read_video(path, short_side=48)
+    # Landscape 128x96 frames shown rotated clockwise: portrait, index block
+    # (top-left in the file) at the top right.
+    self.assertEqual(frames.shape[1:], (64, 48, 3))
+    self.assertEqual([frame_index(f, 0.5, "top_right") for f in frames[:4]],
+                     [0, 1, 2, 3])
+    # The square moves right in the file, so down on screen.
+    flows = flow.compute_flow(frames, "dis")[:-1]
+    moving = np.abs(flows).max(axis=-1) > 0.02
+    self.assertGreater(float(np.median(flows[..., 1][moving])), 0.02)
+    self.assertLess(abs(float(np.median(flows[..., 0][moving]))), 0.01)
+
+  def test_max_frames(self):
+    path = write_clip(os.path.join(self.dir, "clip.mp4"),
+                       moving_square_frames(30), 30.0)
+    frames = video.read_video(path, short_side=48, max_frames=7)
+    self.assertLen(frames, 7)
+    self.assertEqual(frame_index(frames[-1], 0.5), 7)
+
+  def test_bad_files_raise_video_error_with_path_and_reason(self):
+    good = write_clip(os.path.join(self.dir, "good.mp4"),
+                       moving_square_frames(30), 30.0)
+    not_video = os.path.join(self.dir, "notes.mp4")
+    with open(not_video, "wb") as f:
+      f.write(b"these are not the frames you are looking for" * 50)
+    empty = os.path.join(self.dir, "empty.mp4")
+    open(empty, "wb").close()
+    cases = {
+        os.path.join(self.dir, "missing.mp4"): "file not found",
+        empty: "empty file",
+        not_video: "cannot be opened as a video",
+        write_truncated_copy(good, os.path.join(self.dir, "cut.mp4")):
+            "truncated before its index",
+        write_corrupt_copy(good, os.path.join(self.dir, "corrupt.mp4")):
+            "truncated or corrupt: decoded",
+    }
+    for path, reason in cases.items():
+      with self.subTest(path=path):
+        with self.assertRaises(video.VideoError) as raised:
+          video.read_video(path)
+        self.assertEqual(raised.exception.path, path)
+        self.assertIn(reason, raised.exception.reason)
+        self.assertEqual(str(raised.exception),
+                         f"{path}: {raised.exception.reason}")
+
+  def test_video_error_survives_pickling(self):
+    error = pickle.loads(pickle.dumps(video.VideoError("a.mp4", "broken")))
+    self.assertEqual((error.path, error.reason, str(error)),
+                     ("a.mp4", "broken", "a.mp4: broken"))
+
+
+class PreprocessTest(parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.path = write_clip(
+        os.path.join(self.create_tempdir().full_path, "clip.mp4"),
+        moving_square_frames(12, height=96, width=128), 30.0)
+    self.config = video.PreprocessConfig(short_side=48, flow_algorithm="dis")
+
+  def test_rgb_to_model_range(self):
+    values = video.rgb_to_model(np.array([0, 255, 51], np.uint8))
+    self.assertEqual(values.dtype, np.float32)
+    np.testing.assert_allclose(values, [-1.0, 1.0, -0.6], atol=1e-6)
+    with self.assertRaises(ValueError):
+      video.rgb_to_model(np.zeros(3, np.float32))
+
+  @parameterized.parameters((("rgb",),), (("flow",),), (("rgb", "flow"),))
+  def test_preprocess_computes_only_the_streams_asked(self, streams):
+    arrays = video.preprocess_video(self.path, streams, self.config)
+    self.assertEqual(set(arrays), set(streams))
+    channels = {"rgb": 3, "flow": 2}
+    for stream, array in arrays.items():
+      self.assertEqual(array.shape, (10, 48, 64, channels[stream]))
+      self.assertEqual(array.dtype, np.float32)
+      self.assertBetween(array.min(), -1.0, 1.0)
+      self.assertBetween(array.max(), -1.0, 1.0)
+    if "rgb" in arrays:
+      # Real content, not a constant: the range is used.
+      self.assertLess(arrays["rgb"].min(), -0.4)
+      self.assertGreater(arrays["rgb"].max(), 0.4)
+
+  def test_load_clip_is_the_centre_crop(self):
+    full = video.preprocess_video(self.path, video.STREAMS, self.config)
+    clip = video.load_clip(self.path, video.STREAMS, self.config, crop_size=32)
+    self.assertEqual(clip["rgb"].shape, (10, 32, 32, 3))
+    self.assertEqual(clip["flow"].shape, (10, 32, 32, 2))
+    np.testing.assert_array_equal(clip["rgb"], full["rgb"][:, 8:40, 16:48])
+    np.testing.assert_array_equal(clip["flow"], full["flow"][:, 8:40, 16:48])
+    with self.assertRaisesRegex(ValueError, "larger than short_side"):
+      video.load_clip(self.path, ("rgb",), self.config, crop_size=64)
+
+  def test_one_frame_video_has_rgb_but_no_flow(self):
+    path = write_clip(os.path.join(self.create_tempdir().full_path, "one.mp4"),
+                       moving_square_frames(1), 30.0)
+    self.assertLen(video.preprocess_video(path, ("rgb",), self.config)["rgb"], 1)
+    with self.assertRaisesRegex(video.VideoError, "too short for optical flow"):
+      video.preprocess_video(path, ("rgb", "flow"), self.config)
+
+  def test_invalid_streams(self):
+    for streams in ((), ("depth",), "rgb"):
+      with self.subTest(streams=streams):
+        with self.assertRaises(ValueError):
+          video.preprocess_video(self.path, streams, self.config)
+
+
+class WriteVideoTest(absltest.TestCase):
+
+  def test_round_trip_and_no_partial_file_on_error(self):
+    directory = self.create_tempdir().full_path
+    path = os.path.join(directory, "clip.avi")
+    video.write_video(path, moving_square_frames(5), 25.0, fourcc="MJPG")
+    self.assertEqual(video.read_video(path, short_side=96).shape,
+                     (5, 96, 128, 3))
+    with self.assertRaises(ValueError):
+      video.write_video(os.path.join(directory, "bad.mp4"),
+                        np.zeros((2, 8, 8), np.uint8), 25.0)
+    self.assertEqual(os.listdir(directory), ["clip.avi"])
+
+
+class ConfigAndCropTest(parameterized.TestCase):
+
+  def test_fingerprint_is_stable_and_tracks_every_setting(self):
+    base = video.PreprocessConfig()
+    self.assertEqual(base.fingerprint(), video.PreprocessConfig().fingerprint())
+    variants = [
+        video.PreprocessConfig(fps=30.0),
+        video.PreprocessConfig(short_side=128),
+        video.PreprocessConfig(flow_algorithm="dis"),
+        video.PreprocessConfig(max_frames=250),
+    ]
+    fingerprints = {base.fingerprint()} | {v.fingerprint() for v in variants}
+    self.assertLen(fingerprints, 5)
+
+  @parameterized.parameters(
+      dict(fps=0.0), dict(short_side=1), dict(flow_algorithm="farneback"),
+      dict(max_frames=0))
+  def test_invalid_config(self, **kwargs):
+    with self.assertRaises(ValueError):
+      video.PreprocessConfig(**kwargs)
+
+  @parameterized.named_parameters(
+      ("centre", 64, 86, 1, [(8, 19)]),
+      ("three_landscape", 64, 86, 3, [(8, 0), (8, 19), (8, 38)]),
+      ("three_portrait", 86, 64, 3, [(0, 8), (19, 8), (38, 8)]),
+  )
+  def test_crop_offsets(self, height, width, num_crops, expected):
+    self.assertEqual(video.crop_offsets(height, width, 48, num_crops), expected)
+
+  def test_crop_offsets_errors(self):
+    with self.assertRaisesRegex(ValueError, "does not fit"):
+      video.crop_offsets(40, 60, 48)
+    with self.assertRaisesRegex(ValueError, "num_crops"):
+      video.crop_offsets(64, 64, 48, num_crops=2)
+
+
+if __name__ == "__main__":
+  absltest.main()

@@ -1,0 +1,3 @@
+#!/usr/bin/env bash
+echo "bazel coverage is not supported in this offline build; use pytest." >&2
+exit 1
