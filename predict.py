@@ -11,11 +11,18 @@ Exercise mode, with a model trained by train.py:
   python predict.py --video=workout.mp4 --checkpoint_dir=runs/demo \
       --timeline --annotated_video=annotated.mp4
   python predict.py --video=videos/ --checkpoint_dir=runs/demo  # JSON lines
+
+One input prints a readable result (a JSON list for --timeline); several
+inputs or a folder print one JSON line per video, {"input": path, ...} with
+"top_k" or "timeline", or "error" for a video that cannot be decoded (the
+others are still classified; the exit status is then 1).
 """
 
+import dataclasses
 import json
+import os
 import sys
-from typing import Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 from absl import app
 from absl import flags
@@ -23,9 +30,16 @@ from absl import logging
 import numpy as np
 
 from i3d import checkpoints
+from i3d import dataset
+from i3d import evaluation
 from i3d import fileio
 from i3d import inference
 from i3d import labels
+from i3d import trained
+from i3d import video
+
+# DeepMind's Kinetics inputs: 224 x 224 centre crops of 256-pixel frames.
+KINETICS_CROP_SIZE = 224
 
 _NPY = flags.DEFINE_list(
     "npy", [], "Preprocessed clip(s) saved with np.save: (T,224,224,C) or "
@@ -38,10 +52,12 @@ _VIDEO = flags.DEFINE_list(
 _CHECKPOINT = flags.DEFINE_list(
     "checkpoint", [], "DeepMind-layout checkpoint(s) (prefix or directory), "
     "one per stream; the stream is read from the checkpoint. Default: "
-    "checkpoints/rgb_scratch, fetched if absent.")
+    "checkpoints/rgb_scratch, fetched if absent. With --checkpoint_dir: one "
+    "checkpoint of that run (DIR/ckpt/ckpt-N), default its latest.")
 _CHECKPOINT_DIR = flags.DEFINE_string(
     "checkpoint_dir", None, "A train.py train_dir: classify with the trained "
-    "exercise model instead of Kinetics.")
+    "exercise model (its classes, streams, crop and preprocessing) instead "
+    "of Kinetics.")
 _LABELS = flags.DEFINE_string(
     "labels", "kinetics400", "Class names for --checkpoint: kinetics400, "
     "kinetics600 or a file with one name per line.")
@@ -50,13 +66,28 @@ _STREAM = flags.DEFINE_enum(
     "Streams to run on --video input; default: those of the checkpoints.")
 _TOP_K = flags.DEFINE_integer("top_k", 5, "Number of classes to report.")
 _MAX_FRAMES = flags.DEFINE_integer(
-    "max_frames", 250, "Frames (at 25 fps) read from the start of a video, "
-    "the paper's test protocol; 0 reads all.")
+    "max_frames", 250, "Frames (at the model's frame rate: 25 fps for "
+    "Kinetics) read from the start of a video classified as one clip, the "
+    "paper's test protocol; 0 reads all. --timeline covers the whole video "
+    "unless this flag is given.")
 _FLOW_ALGORITHM = flags.DEFINE_string(
     "flow_algorithm", "tvl1", "Optical flow for --video in Kinetics mode "
-    "(the Kinetics flow weights expect tvl1).")
+    "(the Kinetics flow weights expect tvl1); exercise mode uses the run's.")
+_TIMELINE = flags.DEFINE_bool(
+    "timeline", False, "Classify each --video in sliding windows: a JSON list "
+    "of {start, end, label, probability}, times in seconds.")
+_WINDOW_S = flags.DEFINE_float(
+    "window_s", 2.0, "--timeline window length in seconds.")
+_STRIDE_S = flags.DEFINE_float(
+    "stride_s", 1.0, "--timeline seconds between window starts (at most "
+    "--window_s).")
+_ANNOTATED_VIDEO = flags.DEFINE_string(
+    "annotated_video", None, "With one --video: write a copy of it (e.g. "
+    "OUT.mp4) with the timeline's label and confidence drawn on every frame. "
+    "Implies --timeline.")
 _OUTPUT_JSON = flags.DEFINE_string(
-    "output_json", None, "Write the result(s) as JSON to this file.")
+    "output_json", None, "Write the result(s) as JSON to this file: the "
+    "record (or timeline list) of one input, a list of records for several.")
 
 
 def _kinetics_classifier(stream_filter: Sequence[str] | None
@@ -81,6 +112,82 @@ def _kinetics_classifier(stream_filter: Sequence[str] | None
                                                         classes)
 
 
+def _exercise_classifier() -> Tuple[inference.Classifier,
+                                    video.PreprocessConfig, int]:
+  """Loads the --checkpoint_dir run: classifier, preprocessing, crop size."""
+  kinetics_only = [f"--{name}" for name in ("labels", "stream",
+                                             "flow_algorithm")
+                   if flags.FLAGS[name].present]
+  if kinetics_only or len(_CHECKPOINT.value) > 1:
+    raise app.UsageError(
+        f"{', '.join(kinetics_only) or 'several --checkpoint'}: Kinetics mode "
+        "only; with --checkpoint_dir the run gives the classes, streams and "
+        "preprocessing (--checkpoint picks one of its checkpoints)")
+  run = trained.load_run(_CHECKPOINT_DIR.value,
+                         _CHECKPOINT.value[0] if _CHECKPOINT.value else None)
+  return run.classifier, run.preprocess, run.config.crop_size
+
+
+def _classifier(stream_filter: Sequence[str] | None
+                ) -> Tuple[inference.Classifier, video.PreprocessConfig, int]:
+  """The model of the mode asked for, its preprocessing and crop size."""
+  if _CHECKPOINT_DIR.value:
+    return _exercise_classifier()
+  return (_kinetics_classifier(stream_filter),
+          video.PreprocessConfig(flow_algorithm=_FLOW_ALGORITHM.value),
+          KINETICS_CROP_SIZE)
+
+
+def _video_paths() -> Tuple[List[str], bool]:
+  """The --video files (folders expanded) and whether this is a batch."""
+  folders = [p for p in _VIDEO.value if os.path.isdir(p)]
+  paths = inference.read_file_list(_VIDEO.value, dataset.VIDEO_EXTENSIONS)
+  for folder in folders:
+    if not inference.read_file_list([folder], dataset.VIDEO_EXTENSIONS):
+      raise ValueError(
+          f"{folder}: no video files ({', '.join(dataset.VIDEO_EXTENSIONS)}) "
+          "in this folder")
+  return paths, bool(folders) or len(_VIDEO.value) > 1
+
+
+def _classify_file(path: str, classifier: inference.Classifier,
+                   preprocess: video.PreprocessConfig, crop_size: int
+                   ) -> Tuple[Dict[str, Any], np.ndarray | None]:
+  """The JSON record of one video (its top-k or its timeline), joint logits."""
+  if _TIMELINE.value or _ANNOTATED_VIDEO.value:
+    # A timeline covers the whole video unless --max_frames is given.
+    max_frames = _MAX_FRAMES.value if flags.FLAGS["max_frames"].present else 0
+    entries = trained.classify_timeline(
+        classifier, path,
+        dataclasses.replace(preprocess, max_frames=max_frames or None),
+        crop_size, _WINDOW_S.value, _STRIDE_S.value)
+    if _ANNOTATED_VIDEO.value:
+      evaluation.write_annotated_video(path, entries, _ANNOTATED_VIDEO.value)
+    return {"input": path, "timeline": entries}, None
+  logits = trained.classify_video(
+      classifier, path,
+      dataclasses.replace(preprocess, max_frames=_MAX_FRAMES.value or None),
+      crop_size)
+  return {"input": path,
+          **inference.prediction_json(logits["joint"], classifier.classes,
+                                      _TOP_K.value)}, logits["joint"]
+
+
+def _print_single(record: Dict[str, Any], classifier: inference.Classifier,
+                  logits: np.ndarray | None) -> None:
+  """Prints the result of a single input for a person to read.
+
+  Kinetics mode prints DeepMind's format (from the joint `logits`).
+  """
+  if "timeline" in record:
+    print("[\n" + ",\n".join(f"  {json.dumps(entry)}"
+                              for entry in record["timeline"]) + "\n]")
+  elif _CHECKPOINT_DIR.value:
+    print(trained.format_prediction(record["input"], record["top_k"]))
+  else:
+    print(inference.format_deepmind(logits, classifier.classes, _TOP_K.value))
+
+
 def _clip_inputs() -> Dict[str, np.ndarray]:
   """Reads --npy and --gif clips into {stream: clip}."""
   clips = {}
@@ -95,41 +202,67 @@ def _clip_inputs() -> Dict[str, np.ndarray]:
   return clips
 
 
-def _print_and_collect(name: str, logits: np.ndarray, classes: Sequence[str],
-                       results: List[Dict[str, object]]) -> None:
-  print(inference.format_deepmind(logits, classes, _TOP_K.value))
-  record = inference.prediction_json(logits, classes, _TOP_K.value)
-  results.append({"input": name, **record})
-
-
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not (_NPY.value or _GIF.value or _VIDEO.value):
     raise app.UsageError("Give --npy, --gif or --video")
+  if _ANNOTATED_VIDEO.value and (len(_VIDEO.value) != 1 or
+                                 os.path.isdir(_VIDEO.value[0])):
+    raise app.UsageError("--annotated_video needs exactly one --video file")
+  if (_TIMELINE.value or _ANNOTATED_VIDEO.value) and (_NPY.value or
+                                                      _GIF.value):
+    raise app.UsageError("--timeline classifies --video files, not clips")
   stream_filter = None
   if _STREAM.value:
     stream_filter = ("rgb", "flow") if _STREAM.value == "joint" else (
         _STREAM.value,)
+  results = []
   try:
-    classifier = _kinetics_classifier(stream_filter)
-    results = []
+    classifier, preprocess, crop_size = _classifier(stream_filter)
+    video_paths, batch = _video_paths()
     clips = _clip_inputs()
+    batch = batch or bool(clips and video_paths)
     if clips:
       missing = [s for s in classifier.streams if s not in clips]
       if missing:
         raise ValueError(f"No clip for stream(s) {missing}")
-      logits = classifier.logits({s: clips[s][None] for s in classifier.streams})
-      _print_and_collect(",".join(_NPY.value + _GIF.value), logits["joint"][0],
-                         classifier.classes, results)
-    for path in inference.read_file_list(_VIDEO.value):
-      raise ValueError(f"{path}: --video is not supported yet")
+      logits = classifier.logits(
+          {s: clips[s][None] for s in classifier.streams})["joint"][0]
+      record = {"input": ",".join(_NPY.value + _GIF.value),
+                **inference.prediction_json(logits, classifier.classes,
+                                            _TOP_K.value)}
+      results.append(record)
+      if batch:
+        print(json.dumps(record), flush=True)
+      else:
+        _print_single(record, classifier, logits)
+    for path in video_paths:
+      try:
+        record, logits = _classify_file(path, classifier, preprocess,
+                                        crop_size)
+      except (ValueError, OSError) as e:
+        if not batch:
+          raise
+        logging.error("%s", e)
+        record = {"input": path, "error": str(e)}
+      results.append(record)
+      if batch:
+        print(json.dumps(record), flush=True)
+      else:
+        _print_single(record, classifier, logits)
   except (ValueError, OSError) as e:
     logging.error("%s", e)
     sys.exit(f"error: {e}")
   if _OUTPUT_JSON.value:
-    fileio.write_json(_OUTPUT_JSON.value,
-                      results[0] if len(results) == 1 else results)
+    output = results if batch else results[0]
+    if not batch and "timeline" in output:
+      output = output["timeline"]
+    fileio.write_json(_OUTPUT_JSON.value, output)
+  failed = [r["input"] for r in results if "error" in r]
+  if failed:
+    sys.exit(f"error: {len(failed)} of {len(results)} videos could not be "
+             f"classified: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-r"""Benchmark of the data path: decoding, optical flow, the prepared-cache pipeline.
+r"""Benchmark of the data path: decoding, optical flow, the cached pipeline.
 
 From the repository root:
 
@@ -63,10 +63,13 @@ def synthetic_scene(num_frames: int, width: int, height: int,
   coarse = rng.integers(40, 200, (height // 40 + 2, width // 40 + 2, 3))
   walls = cv2.resize(coarse.astype(np.uint8), (width + 8, height + 8),
                      interpolation=cv2.INTER_CUBIC).astype(np.float32)
-  detail = cv2.GaussianBlur(rng.normal(0, 25, (height + 8, width + 8)), (0, 0), 1.5)
+  detail = cv2.GaussianBlur(
+      rng.normal(0, 25, (height + 8, width + 8)), (0, 0), 1.5)
   background = np.clip(walls + detail[..., None], 0, 255)
-  shapes = [(rng.uniform(0.2, 0.8), rng.uniform(0.3, 0.7), rng.uniform(0.05, 0.12),
-             rng.uniform(0.5, 1.5), rng.integers(30, 230, 3)) for _ in range(3)]
+  # (x, y, radius, speed, colour) of each moving shape.
+  shapes = [(rng.uniform(0.2, 0.8), rng.uniform(0.3, 0.7),
+             rng.uniform(0.05, 0.12), rng.uniform(0.5, 1.5),
+             rng.integers(30, 230, 3)) for _ in range(3)]
   frames = np.empty((num_frames, height, width, 3), np.uint8)
   for t in range(num_frames):
     dx, dy = rng.integers(0, 3, 2)  # Hand-held camera jitter.
@@ -139,15 +142,17 @@ def main(argv: list[str]) -> None:
       path = os.path.join(workdir, "data", labels.EXERCISE_CLASSES[i % 2],
                           f"clip{i}.mp4")
       os.makedirs(os.path.dirname(path), exist_ok=True)
-      video.write_video(path, synthetic_scene(num_source_frames, width, height, i),
+      video.write_video(path,
+                        synthetic_scene(num_source_frames, width, height, i),
                         _SOURCE_FPS)
       paths.append(path)
 
     # Decoding and RGB preprocessing.
     count, seconds = timed(lambda: decode_only(paths[0]))
-    add("decode", f"decode {width}x{height} (OpenCV)", count / seconds, "frames/s")
-    frames, seconds = timed(lambda: video.read_video(paths[0],
-                                                     short_side=config.short_side))
+    add("decode", f"decode {width}x{height} (OpenCV)", count / seconds,
+        "frames/s")
+    frames, seconds = timed(
+        lambda: video.read_video(paths[0], short_side=config.short_side))
     add("decode", "read_video (25 fps, resize)", len(frames) / seconds,
         "frames/s", rows[0]["name"])
     _, seconds = timed(lambda: video.rgb_to_model(
@@ -162,7 +167,8 @@ def main(argv: list[str]) -> None:
     baseline = f"tvl1, 1 worker ({frames.shape[2]}x{frames.shape[1]})"
     for algorithm in flow.FLOW_ALGORITHMS:
       for num_workers in (1, workers):
-        _, seconds = timed(lambda: flow.compute_flow(pairs, algorithm, num_workers))
+        _, seconds = timed(
+            lambda: flow.compute_flow(pairs, algorithm, num_workers))
         name = (baseline if (algorithm, num_workers) == ("tvl1", 1) else
                 f"{algorithm}, {num_workers} workers (incl. start-up)"
                 if num_workers > 1 else f"{algorithm}, 1 worker")
@@ -212,12 +218,17 @@ def main(argv: list[str]) -> None:
     shutil.rmtree(workdir)
 
   settings = {
-      "source": f"{width}x{height}@{_SOURCE_FPS:g}fps", "seconds": _SECONDS.value,
-      "short_side": _SHORT_SIDE.value, "crop_size": _CROP_SIZE.value,
-      "num_frames": _NUM_FRAMES.value, "batch_size": _BATCH_SIZE.value,
-      "num_workers": workers, "cache_flow_algorithm": _CACHE_FLOW.value,
+      "source": f"{width}x{height}@{_SOURCE_FPS:g}fps",
+      "seconds": _SECONDS.value,
+      "short_side": _SHORT_SIDE.value,
+      "crop_size": _CROP_SIZE.value,
+      "num_frames": _NUM_FRAMES.value,
+      "batch_size": _BATCH_SIZE.value,
+      "num_workers": workers,
+      "cache_flow_algorithm": _CACHE_FLOW.value,
   }
-  machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+  machine = (f"{platform.processor() or platform.machine()}, "
+             f"{os.cpu_count()} CPUs")
   print(f"Data pipeline benchmark on {machine}; {settings}")
   print(f"{'stage':<9} {'measurement':<44} {'value':>10} {'unit':<9} ratio  "
         "(vs. baseline)")

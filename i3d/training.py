@@ -82,6 +82,7 @@ class TrainConfig:
   seed: int = 0
   rgb_checkpoint: Optional[str] = None
   flow_checkpoint: Optional[str] = None
+  feature_cache: bool = True
   feature_views: int = 8
   eval_num_frames: Optional[int] = None
   eval_num_clips: int = 1
@@ -117,8 +118,13 @@ class TrainConfig:
 
   @property
   def uses_feature_cache(self) -> bool:
-    """The fast path: only the logits train, on cached pooled features."""
-    return self.trainable == "logits"
+    """The fast path: with a frozen backbone part, train on its cached outputs.
+
+    Each training video then contributes `feature_views` fixed augmented views
+    instead of a new random view every step: far faster on small data, at the
+    cost of augmentation variety. `feature_cache=False` turns it off.
+    """
+    return self.feature_cache and self.boundary is not None
 
   def to_json(self) -> Dict[str, Any]:
     value = dataclasses.asdict(self)
@@ -145,6 +151,52 @@ def load_config(train_dir: str) -> TrainConfig:
     values = json.load(f)
   known = {f.name for f in dataclasses.fields(TrainConfig)}
   return TrainConfig(**{k: v for k, v in values.items() if k in known})
+
+
+def latest_checkpoint(train_dir: str) -> str:
+  """Returns the newest training checkpoint of a train_dir.
+
+  Raises:
+    FileNotFoundError: if there is none.
+  """
+  path = tf.train.latest_checkpoint(os.path.join(train_dir, CHECKPOINT_SUBDIR))
+  if not path:
+    raise FileNotFoundError(f"{train_dir}: no checkpoint in "
+                            f"{os.path.join(train_dir, CHECKPOINT_SUBDIR)}")
+  return path
+
+
+def load_trained_model(train_dir: str, checkpoint: Optional[str] = None
+                       ) -> Tuple[two_stream.TwoStreamI3d, TrainConfig]:
+  """Rebuilds a trained model for inference from its training directory.
+
+  Args:
+    train_dir: a train.py train_dir (its config.json gives classes, streams
+      and clip settings).
+    checkpoint: a checkpoint prefix in it (`.../ckpt/ckpt-N`); default the
+      latest.
+
+  Returns:
+    (model with the checkpoint's weights, the run's TrainConfig).
+
+  Raises:
+    FileNotFoundError: if train_dir has no config or no checkpoint.
+    TrainingError: if the checkpoint does not fit the configured model.
+  """
+  config = load_config(train_dir)
+  path = checkpoint or latest_checkpoint(train_dir)
+  model = two_stream.TwoStreamI3d(len(config.classes), config.streams)
+  for stream, stream_model in model.streams.items():
+    checkpoints.ensure_built(stream_model, two_stream.STREAM_CHANNELS[stream])
+  try:
+    status = tf.train.Checkpoint(model=model).restore(path)
+    status.expect_partial().assert_existing_objects_matched()
+  except (AssertionError, ValueError, tf.errors.OpError) as e:
+    raise TrainingError(
+        f"{path}: does not fit the model of {train_dir}/{CONFIG_FILE} "
+        f"({len(config.classes)} classes, streams {config.streams}): {e}"
+    ) from e
+  return model, config
 
 
 # ----------------------------------------------------------------------------
@@ -346,6 +398,8 @@ class Trainer:
     self.strategy = strategy or make_strategy(config.strategy)
     self.is_chief = _is_chief(self.strategy)
     os.makedirs(config.train_dir, exist_ok=True)
+    # Seeds the new logits' initial values (and dropout) for reproducible runs.
+    tf.random.set_seed(config.seed)
     with self.strategy.scope(), replicated_variables():
       self.model = two_stream.TwoStreamI3d(len(config.classes), config.streams)
       for stream, stream_model in self.model.streams.items():
@@ -501,8 +555,8 @@ class Trainer:
     """Trains to `num_steps`, evaluating and checkpointing on the way.
 
     Args:
-      evaluate_fn: called with the step every `eval_every` steps and at the
-        end; returns metrics to log.
+      evaluate_fn: called with the step every `eval_every` steps before the
+        last; returns metrics to log.
 
     Returns:
       {"step", "loss", "stopped_early"} of the last step run.
@@ -561,13 +615,11 @@ class Trainer:
           return result
         if evaluate_fn and step % config.eval_every == 0 and (
             step < config.num_steps):
-          self._log_eval(evaluate_fn(step), step)
+          self.log_eval(evaluate_fn(step), step)
     self.save()
-    if evaluate_fn:
-      self._log_eval(evaluate_fn(result["step"]), result["step"])
     return result
 
-  def _log_eval(self, metrics: Mapping[str, Any], step: int) -> None:
+  def log_eval(self, metrics: Mapping[str, Any], step: int) -> None:
     for name, stream_metrics in metrics.get("streams", {"": metrics}).items():
       suffix = f"_{name}" if name else ""
       tf.summary.scalar(f"eval/top1{suffix}", stream_metrics["top1"], step=step)
@@ -640,7 +692,7 @@ _LOSS_SCALE = 128.0
 # TrainConfig fields that change the cached training features.
 _FEATURE_KEYS = ("cache_dir", "stream", "num_frames", "crop_size", "batch_size",
                  "seed", "feature_views", "rgb_checkpoint", "flow_checkpoint",
-                 "classes")
+                 "classes", "trainable")
 
 
 def _fingerprint(value: Any) -> str:

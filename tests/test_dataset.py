@@ -158,7 +158,8 @@ class SplitTest(parameterized.TestCase):
   def test_split_is_deterministic_and_depends_on_the_seed(self):
     sources = self.sources(num_subjects=10, per_class=2)
     first = dataset.split_videos(sources, 0.2, seed=0)
-    self.assertEqual(first, dataset.split_videos(list(reversed(sources)), 0.2, 0))
+    self.assertEqual(first,
+                     dataset.split_videos(list(reversed(sources)), 0.2, 0))
     others = [dataset.split_videos(sources, 0.2, seed)["eval"]
               for seed in range(1, 5)]
     self.assertTrue(any(other != first["eval"] for other in others))
@@ -262,7 +263,8 @@ class PrepareTest(absltest.TestCase):
         raise KeyboardInterrupt
       write_bytes(path, data)
 
-    with mock.patch.object(dataset.fileio, "write_bytes", crash_on_fourth_write):
+    with mock.patch.object(dataset.fileio, "write_bytes",
+                           crash_on_fourth_write):
       with self.assertRaises(KeyboardInterrupt):
         self.prepare()
     # One complete entry; the second video's RGB file is there but without its
@@ -369,7 +371,8 @@ class PipelineTest(parameterized.TestCase):
     self.assertEqual(self.info.streams, ("rgb", "flow"))
     self.assertEqual([e.num_frames for e in self.info.entries],
                      [14, 18, 6, 20, 16, 12])
-    self.assertEqual({(e.height, e.width) for e in self.info.entries}, {(48, 64)})
+    self.assertEqual({(e.height, e.width) for e in self.info.entries},
+                     {(48, 64)})
     with open(os.path.join(self.cache, "splits.json")) as f:
       self.assertEqual(json.load(f)["method"], "subject")
     subjects = {split: {e.subject for e in self.info.split_entries(split)}
@@ -439,7 +442,7 @@ class PipelineTest(parameterized.TestCase):
 
   def locate(self, clip: np.ndarray,
              full: np.ndarray) -> tuple[int, int, int, bool]:
-    """Finds the unique (start, top, left, mirror) cutting `clip` from `full`."""
+    """Finds the unique (start, top, left, mirror) cutting `clip` off `full`."""
     matches = []
     for mirror in (False, True):
       first = clip[0, :, ::-1] if mirror else clip[0]
@@ -488,7 +491,8 @@ class PipelineTest(parameterized.TestCase):
             full[frames, top:top + 32, left:left + 32])
 
   def test_whole_video_eval_matches_on_the_fly_preprocessing(self):
-    evaluation = dataset.make_eval_dataset(self.cache, "eval", crop_size=self.CROP)
+    evaluation = dataset.make_eval_dataset(
+        self.cache, "eval", crop_size=self.CROP)
     for element, entry in zip(evaluation, self.info.split_entries("eval")):
       self.assertEqual(element["rgb"].shape, (1, entry.num_frames, 32, 32, 3))
       direct = video.load_clip(os.path.join(self.info.root, entry.path),
@@ -497,7 +501,8 @@ class PipelineTest(parameterized.TestCase):
       # Only JPEG and flow quantisation separate the cached path from the
       # direct one: far less than a crop one pixel or one frame off.
       error = np.abs(cached["rgb"] - direct["rgb"]).mean()
-      pixel_off = np.abs(cached["rgb"][:, :, 1:] - direct["rgb"][:, :, :-1]).mean()
+      pixel_off = np.abs(cached["rgb"][:, :, 1:] -
+                         direct["rgb"][:, :, :-1]).mean()
       frame_off = np.abs(cached["rgb"][1:] - direct["rgb"][:-1]).mean()
       self.assertLess(error, 0.5 * min(pixel_off, frame_off))
       self.assertLess(np.abs(cached["flow"] - direct["flow"]).mean(), 0.01)

@@ -12,9 +12,11 @@ from i3d import flow
 HEIGHT, WIDTH, SQUARE = 96, 128, 24
 
 
-def moving_square(num_frames: int, velocity: tuple[int, int],
-                  seed: int = 0) -> tuple[np.ndarray, list[tuple[slice, slice]]]:
-  """A textured square moving at `velocity` (x, y) px/frame over a still texture.
+def moving_square(
+    num_frames: int,
+    velocity: tuple[int, int],
+    seed: int = 0) -> tuple[np.ndarray, list[tuple[slice, slice]]]:
+  """A textured square moving at `velocity` (x, y) px/frame on a still texture.
 
   Returns:
     uint8 RGB frames (num_frames, HEIGHT, WIDTH, 3), and for each frame the
@@ -22,7 +24,8 @@ def moving_square(num_frames: int, velocity: tuple[int, int],
   """
   rng = np.random.default_rng(seed)
   coarse = rng.integers(60, 140, (HEIGHT // 8, WIDTH // 8, 3)).astype(np.uint8)
-  background = cv2.resize(coarse, (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR)
+  background = cv2.resize(
+      coarse, (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR)
   texture = np.kron(rng.integers(0, 256, (6, 6, 3)),
                     np.ones((4, 4, 1))).astype(np.uint8)
   frames, interiors = [], []

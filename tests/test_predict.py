@@ -1,16 +1,24 @@
-"""End-to-end tests of predict.py on DeepMind's cricket sample."""
+"""End-to-end tests of predict.py: Kinetics mode and trained exercise models."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 
 from absl.testing import absltest
+import cv2
 import numpy as np
 import pytest
+import tensorflow as tf
 
+from i3d import checkpoints
 from i3d import inference
+from i3d import training
+from i3d import two_stream
+from i3d import video
+from tests import testdata
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 SAMPLE = os.path.join(ROOT, "..", "shared", "reference", "kinetics-i3d", "data",
@@ -83,6 +91,127 @@ class CricketSampleTest(absltest.TestCase):
         self.check_output(
             run_predict(flag, f"--output_json={json_path}", "--top_k=5"),
             json_path)
+
+
+def count_frames(path: str) -> int:
+  capture = cv2.VideoCapture(path)
+  count = 0
+  while capture.read()[0]:
+    count += 1
+  capture.release()
+  return count
+
+
+class ExerciseModeTest(absltest.TestCase):
+  """predict.py --checkpoint_dir on a run of an RGB model (random weights)."""
+
+  CLASSES = ("right", "left")
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.root = tempfile.mkdtemp()
+    cache_dir = testdata.prepare_direction_cache(cls.root, cls.CLASSES)
+    cls.train_dir = os.path.join(cls.root, "run")
+    config = training.TrainConfig(cache_dir=cache_dir,
+                                  train_dir=cls.train_dir,
+                                  classes=cls.CLASSES, stream="rgb",
+                                  num_frames=4, crop_size=32)
+    training.save_config(config)
+    # The layout train.py's Trainer saves (weights need not be trained here).
+    model = two_stream.TwoStreamI3d(len(cls.CLASSES), config.streams)
+    checkpoints.ensure_built(model.streams["rgb"], 3)
+    tf.train.Checkpoint(model=model).save(
+        os.path.join(cls.train_dir, training.CHECKPOINT_SUBDIR, "ckpt"))
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.root)
+    super().tearDownClass()
+
+  def tempdir(self) -> str:
+    return self.enterContext(tempfile.TemporaryDirectory(dir=self.root))
+
+  def test_folder_gives_json_lines_and_reports_a_corrupt_video(self):
+    folder = self.tempdir()
+    for name, step in (("a.mp4", 3), ("b.mp4", -3)):
+      testdata.write_moving_square(os.path.join(folder, name), step=step)
+    with open(os.path.join(folder, "broken.mp4"), "w") as f:
+      f.write("not a video " * 50)
+    with open(os.path.join(folder, "notes.txt"), "w") as f:
+      f.write("not a video either")
+    output_json = os.path.join(folder, "out", "predictions.json")
+
+    result = run_predict(f"--video={folder}",
+                         f"--checkpoint_dir={self.train_dir}",
+                         f"--output_json={output_json}", "--top_k=2")
+
+    self.assertEqual(result.returncode, 1, result.stderr)
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    self.assertEqual([os.path.basename(r["input"]) for r in records],
+                     ["a.mp4", "b.mp4", "broken.mp4"])
+    for record in records[:2]:
+      self.assertCountEqual([p["label"] for p in record["top_k"]],
+                            self.CLASSES)
+      self.assertAlmostEqual(sum(p["probability"] for p in record["top_k"]),
+                             1.0, places=5)
+    self.assertIn("broken.mp4: cannot be opened as a video",
+                  records[2]["error"])
+    self.assertIn("1 of 3 videos could not be classified", result.stderr)
+    self.assertNotIn("Traceback", result.stderr)
+    with open(output_json) as f:
+      self.assertEqual(json.load(f), records)
+
+  def test_timeline_and_annotated_video(self):
+    folder = self.tempdir()
+    clip = testdata.write_moving_square(os.path.join(folder, "workout.mp4"),
+                                        num_frames=45)
+    annotated = os.path.join(folder, "annotated.mp4")
+    output_json = os.path.join(folder, "timeline.json")
+
+    result = run_predict(f"--video={clip}",
+                         f"--checkpoint_dir={self.train_dir}", "--timeline", "--window_s=0.8", "--stride_s=0.4",
+                         f"--annotated_video={annotated}",
+                         f"--output_json={output_json}")
+
+    self.assertEqual(result.returncode, 0, result.stderr)
+    entries = json.loads(result.stdout)
+    # 45 frames at the run's 25 fps: 0.8 s windows every 0.4 s, and one
+    # aligned to the end, so every moment of the 1.8 s is covered.
+    self.assertEqual([(e["start"], e["end"]) for e in entries],
+                     [(0.0, 0.8), (0.4, 1.2), (0.8, 1.6), (1.0, 1.8)])
+    for entry in entries:
+      self.assertIn(entry["label"], self.CLASSES)
+      self.assertBetween(entry["probability"], 0.5, 1.0)
+    with open(output_json) as f:
+      self.assertEqual(json.load(f), entries)
+    self.assertEqual(count_frames(annotated), 45)
+    capture = cv2.VideoCapture(annotated)
+    _, frame = capture.read()
+    capture.release()
+    # The label is drawn on a darkened banner across the top.
+    self.assertLess(frame[:3].mean(), 0.5 * frame[-3:].mean())
+
+
+@pytest.mark.slow
+class KineticsVideoTest(absltest.TestCase):
+  """--video in Kinetics mode: a video file decoded and preprocessed."""
+
+  def test_cricket_video_file(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      path = os.path.join(tmp, "cricket.mp4")
+      frames = np.round((inference.load_gif_clip(SAMPLE) + 1.0) / 2.0 * 255)
+      video.write_video(path, frames.astype(np.uint8), 25.0)
+      json_path = os.path.join(tmp, "out.json")
+      result = run_predict(f"--video={path}", f"--output_json={json_path}",
+                           "--top_k=5")
+      self.assertEqual(result.returncode, 0, result.stderr)
+      self.assertEqual(result.stdout.splitlines()[2],
+                       "Top classes and probabilities")
+      with open(json_path) as f:
+        record = json.load(f)
+      self.assertEqual(record["input"], path)
+      self.assertEqual(record["top_k"][0]["label"], "playing cricket")
 
 
 if __name__ == "__main__":

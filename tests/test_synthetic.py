@@ -1,6 +1,7 @@
 """Tests for i3d.synthetic: class rules, determinism, files, manifest, CLI."""
 
 import csv
+import dataclasses
 import os
 import subprocess
 import sys
@@ -17,148 +18,151 @@ from i3d import synthetic
 from i3d import video
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Small frames keep the file tests fast; the rules do not depend on size.
+# Small frames keep the file tests fast; nothing they check depends on size.
 _SMALL = {"width": 64, "height": 48}
 
 
-def _rule_clips(label: str) -> list[synthetic.Clip]:
-  """Twelve clips of a class: six subjects under each of two seeds."""
-  return [synthetic.sample_clip(label, index, seed)
-          for seed in (0, 1) for index in range(6)]
+@dataclasses.dataclass
+class Motion:
+  """A clip's skeleton and the measurements the class rules use.
+
+  Heights are metres above the floor; `h` is the subject's standing height,
+  the unit of the rules' margins.
+  """
+  clip: synthetic.Clip
+  joints: synthetic.Skeleton
+
+  def __post_init__(self):
+    phase = synthetic.rep_phase(self.clip)
+    self.rest, self.peak = int(np.argmin(phase)), int(np.argmax(phase))
+    self.h = self.clip.body.height
+
+  def mean(self, joint: str) -> np.ndarray:
+    """The midpoint of a left/right joint pair, (T, 3)."""
+    return 0.5 * (self.joints[f"{joint}_l"] + self.joints[f"{joint}_r"])
+
+  def height(self, joint: str) -> np.ndarray:
+    return (self.joints[joint] if joint in self.joints else
+            self.mean(joint))[:, 1]
+
+  def lowest_foot(self) -> np.ndarray:
+    return np.min([self.joints[f"{joint}_{side}"][:, 1]
+                   for joint in ("ankle", "toe") for side in "lr"], axis=0)
+
+  def hip_above_body_line(self) -> np.ndarray:
+    """Signed height of the pelvis over the ankle-to-shoulder line, (T,)."""
+    ankle = self.mean("ankle")
+    line = (self.mean("shoulder") - ankle)[:, :2]
+    hip = (self.joints["pelvis"] - ankle)[:, :2]
+    # The head is towards +x, so a positive cross product is above the line.
+    return (line[:, 0] * hip[:, 1] - line[:, 1] * hip[:, 0]) / np.linalg.norm(
+        line, axis=-1)
+
+  def push_up_depth(self) -> np.ndarray:
+    """Shoulder height over the wrists in arm lengths: 1 is straight arms."""
+    return (self.height("shoulder") - self.height("wrist")) / (
+        self.clip.body.arm_reach)
+
+  def elbow_angle(self) -> np.ndarray:
+    """The more bent elbow's angle in degrees; 180 is straight."""
+    angles = []
+    for side in "lr":
+      upper = self.joints[f"shoulder_{side}"] - self.joints[f"elbow_{side}"]
+      lower = self.joints[f"wrist_{side}"] - self.joints[f"elbow_{side}"]
+      cosine = np.sum(upper * lower, axis=-1) / (
+          np.linalg.norm(upper, axis=-1) * np.linalg.norm(lower, axis=-1))
+      angles.append(np.degrees(np.arccos(np.clip(cosine, -1, 1))))
+    return np.min(angles, axis=0)
+
+  def hands_to_head(self) -> np.ndarray:
+    """The farther hand's distance from the head centre in head radii."""
+    return np.max([
+        np.linalg.norm(self.joints[f"wrist_{side}"] - self.joints["head"],
+                       axis=-1) for side in "lr"
+    ], axis=0) / self.clip.body.radii["head"]
+
+  def shoulder_rise(self) -> np.ndarray:
+    shoulders = self.height("shoulder")
+    return shoulders - shoulders.min()
+
+  def on_floor(self, joint: str, radius: str) -> bool:
+    """Whether a joint's drawn part touches the floor in every frame."""
+    return np.allclose(self.height(joint), self.clip.body.radii[radius])
 
 
-def _mean_side(skeleton: synthetic.Skeleton, joint: str) -> np.ndarray:
-  return 0.5 * (skeleton[f"{joint}_l"] + skeleton[f"{joint}_r"])
+Rule = tuple[str, Callable[[Motion], bool]]
 
-
-def _hip_above_body_line(skeleton: synthetic.Skeleton) -> np.ndarray:
-  """Signed height of the pelvis over the ankle-to-shoulder line, (T,)."""
-  line = (_mean_side(skeleton, "shoulder") - _mean_side(skeleton, "ankle"))[:, :2]
-  hip = (skeleton["pelvis"] - _mean_side(skeleton, "ankle"))[:, :2]
-  # The head is towards +x, so a positive cross product is above the line.
-  return (line[:, 0] * hip[:, 1] - line[:, 1] * hip[:, 0]) / np.linalg.norm(
-      line, axis=-1)
-
-
-def _lowest_foot(skeleton: synthetic.Skeleton) -> np.ndarray:
-  return np.min([skeleton[f"{joint}_{side}"][:, 1]
-                 for joint in ("ankle", "toe") for side in "lr"], axis=0)
-
-
-def _elbow_angle(skeleton: synthetic.Skeleton, side: str) -> np.ndarray:
-  upper = skeleton[f"shoulder_{side}"] - skeleton[f"elbow_{side}"]
-  lower = skeleton[f"wrist_{side}"] - skeleton[f"elbow_{side}"]
-  cosine = np.sum(upper * lower, axis=-1) / (
-      np.linalg.norm(upper, axis=-1) * np.linalg.norm(lower, axis=-1))
-  return np.degrees(np.arccos(np.clip(cosine, -1, 1)))
-
-
-def _hands_to_head(clip: synthetic.Clip,
-                   skeleton: synthetic.Skeleton) -> np.ndarray:
-  """The farther hand's distance from the head centre, in head radii, (T,)."""
-  return np.max([np.linalg.norm(skeleton[f"wrist_{side}"] - skeleton["head"],
-                                axis=-1) for side in "lr"], axis=0) / (
-                                    clip.body.radii["head"])
-
-
-def _push_up_depth(clip: synthetic.Clip, skeleton: synthetic.Skeleton,
-                   frame: int) -> float:
-  """Shoulder height over the wrists in arm lengths: 1 is straight arms."""
-  return (_mean_side(skeleton, "shoulder")[frame, 1] -
-          _mean_side(skeleton, "wrist")[frame, 1]) / clip.body.arm_reach
-
-
-def _shoulder_rise(skeleton: synthetic.Skeleton) -> np.ndarray:
-  height = _mean_side(skeleton, "shoulder")[:, 1]
-  return height - height.min()
-
-
-# Each rule: (what it says, predicate on clip, skeleton, rest and peak frame
-# indices and body height). Margins are in body heights unless said otherwise.
-Rule = tuple[str, Callable[..., bool]]
-
-
-def _floor_contact_rules(joints: tuple[str, ...]) -> list[Rule]:
-  return [(f"{joint} on the floor", lambda c, s, rest, peak, h, joint=joint:
-           np.allclose(s[f"{joint}_l"][:, 1], c.body.radii[
-               "hand" if joint == "wrist" else "foot"])) for joint in joints]
-
-
-_PUSH_UP_CONTACTS = _floor_contact_rules(("wrist", "toe"))
-_CRUNCH_BASE = [
-    ("pelvis on the floor", lambda c, s, rest, peak, h: np.allclose(
-        s["pelvis"][:, 1], c.body.radii["torso_depth"])),
-    ("hands away from the head",
-     lambda c, s, rest, peak, h: _hands_to_head(c, s).min() > 3.0),
+_FEET_DOWN: Rule = ("feet stay on the floor", lambda m: np.allclose(
+    m.lowest_foot(), m.clip.body.radii["foot"]))
+_PUSH_UP_CONTACTS: list[Rule] = [
+    ("hands on the floor", lambda m: m.on_floor("wrist", "hand")),
+    ("toes on the floor", lambda m: m.on_floor("toe", "foot")),
 ]
-_SHOULDERS_RISE = ("shoulders rise well",
-                   lambda c, s, rest, peak, h: _shoulder_rise(s)[peak] > 0.12 * h)
-_FEET_DOWN = ("feet stay on the floor", lambda c, s, rest, peak, h: np.allclose(
-    _lowest_foot(s), c.body.radii["foot"]))
+_CRUNCH_LYING: Rule = ("pelvis on the floor",
+                       lambda m: m.on_floor("pelvis", "torso_depth"))
+_HANDS_AWAY: Rule = ("hands away from the head",
+                     lambda m: m.hands_to_head().min() > 3.0)
+_SHOULDERS_RISE: Rule = ("shoulders rise well",
+                         lambda m: m.shoulder_rise()[m.peak] > 0.12 * m.h)
 
+# Each class's form, as rules on the skeleton; margins in body heights.
 RULES: dict[str, list[Rule]] = {
     "squat_correct": [
-        ("hip below knee at the bottom", lambda c, s, rest, peak, h:
-         s["pelvis"][peak, 1] < _mean_side(s, "knee")[peak, 1] - 0.02 * h),
-        ("standing at rest", lambda c, s, rest, peak, h:
-         s["pelvis"][rest, 1] > _mean_side(s, "knee")[rest, 1] + 0.2 * h),
+        ("hip below knee at the bottom", lambda m:
+         m.height("pelvis")[m.peak] < m.height("knee")[m.peak] - 0.02 * m.h),
+        ("standing at rest", lambda m:
+         m.height("pelvis")[m.rest] > m.height("knee")[m.rest] + 0.2 * m.h),
         _FEET_DOWN,
     ],
     "squat_not-low": [
-        ("hip always above knee", lambda c, s, rest, peak, h: np.all(
-            s["pelvis"][:, 1] > _mean_side(s, "knee")[:, 1] + 0.1 * h)),
-        ("yet it squats", lambda c, s, rest, peak, h:
-         s["pelvis"][rest, 1] - s["pelvis"][peak, 1] > 0.08 * h),
+        ("hip always above knee", lambda m: np.all(
+            m.height("pelvis") > m.height("knee") + 0.1 * m.h)),
+        ("yet it squats", lambda m:
+         m.height("pelvis")[m.rest] - m.height("pelvis")[m.peak] > 0.08 * m.h),
         _FEET_DOWN,
     ],
     "pull-up_correct": [
-        ("chin over the bar at the top", lambda c, s, rest, peak, h:
-         s["chin"][peak, 1] > s["bar"][peak, 1] + 0.05 * h),
-        ("chin under the bar when hanging", lambda c, s, rest, peak, h:
-         s["chin"][rest, 1] < s["bar"][rest, 1] - 0.1 * h),
-        ("straight arms when hanging", lambda c, s, rest, peak, h:
-         min(_elbow_angle(s, "l")[rest], _elbow_angle(s, "r")[rest]) > 170),
-        ("hands on the bar", lambda c, s, rest, peak, h: np.allclose(
-            _mean_side(s, "wrist"), s["bar"])),
-        ("feet off the floor", lambda c, s, rest, peak, h:
-         _lowest_foot(s).min() > 0.05 * h),
+        ("chin over the bar at the top", lambda m:
+         m.height("chin")[m.peak] > m.height("bar")[m.peak] + 0.05 * m.h),
+        ("chin under the bar when hanging", lambda m:
+         m.height("chin")[m.rest] < m.height("bar")[m.rest] - 0.1 * m.h),
+        ("straight arms when hanging", lambda m: m.elbow_angle()[m.rest] > 170),
+        ("hands on the bar", lambda m: np.allclose(m.mean("wrist"),
+                                                   m.joints["bar"])),
+        ("feet off the floor", lambda m: m.lowest_foot().min() > 0.05 * m.h),
     ],
     "push-up_not-low": _PUSH_UP_CONTACTS + [
-        ("body straight", lambda c, s, rest, peak, h:
-         np.abs(_hip_above_body_line(s)).max() < 0.02 * h),
-        ("chest stops well above the floor", lambda c, s, rest, peak, h:
-         _push_up_depth(c, s, peak) > 0.7),
+        ("body straight", lambda m:
+         np.abs(m.hip_above_body_line()).max() < 0.02 * m.h),
+        ("chest stops well above the floor",
+         lambda m: m.push_up_depth()[m.peak] > 0.7),
     ],
     "push-up_butt-up": _PUSH_UP_CONTACTS + [
-        ("hips piked up", lambda c, s, rest, peak, h:
-         _hip_above_body_line(s).min() > 0.1 * h),
-        ("goes low", lambda c, s, rest, peak, h:
-         _push_up_depth(c, s, peak) < 0.62),
+        ("hips piked up", lambda m: m.hip_above_body_line().min() > 0.1 * m.h),
+        ("goes low", lambda m: m.push_up_depth()[m.peak] < 0.62),
     ],
     "push-up_not-straight": _PUSH_UP_CONTACTS + [
-        ("hips sag", lambda c, s, rest, peak, h:
-         _hip_above_body_line(s).max() < -0.06 * h),
-        ("goes low", lambda c, s, rest, peak, h:
-         _push_up_depth(c, s, peak) < 0.62),
+        ("hips sag", lambda m: m.hip_above_body_line().max() < -0.06 * m.h),
+        ("goes low", lambda m: m.push_up_depth()[m.peak] < 0.62),
     ],
-    "crunch_correct": _CRUNCH_BASE + [_SHOULDERS_RISE, _FEET_DOWN],
-    "crunch_heels-up": _CRUNCH_BASE + [
-        _SHOULDERS_RISE,
-        ("feet off the floor", lambda c, s, rest, peak, h:
-         _lowest_foot(s).min() > 0.1 * h),
-        ("feet high at the top", lambda c, s, rest, peak, h:
-         _lowest_foot(s)[peak] > 0.2 * h),
+    "crunch_correct": [_CRUNCH_LYING, _HANDS_AWAY, _SHOULDERS_RISE, _FEET_DOWN],
+    "crunch_heels-up": [
+        _CRUNCH_LYING, _HANDS_AWAY, _SHOULDERS_RISE,
+        ("feet off the floor", lambda m: m.lowest_foot().min() > 0.12 * m.h),
+        ("feet high at the top",
+         lambda m: m.lowest_foot()[m.peak] > 0.25 * m.h),
     ],
-    "crunch_not-enough": _CRUNCH_BASE + [
-        ("shoulders barely rise", lambda c, s, rest, peak, h:
-         _shoulder_rise(s).max() < 0.06 * h),
-        ("but they do rise", lambda c, s, rest, peak, h:
-         _shoulder_rise(s)[peak] > 0.015 * h),
+    "crunch_not-enough": [
+        _CRUNCH_LYING, _HANDS_AWAY,
+        ("shoulders barely rise",
+         lambda m: m.shoulder_rise().max() < 0.06 * m.h),
+        ("but they do rise",
+         lambda m: m.shoulder_rise()[m.peak] > 0.015 * m.h),
         _FEET_DOWN,
     ],
     "crunch_bad-hands": [
-        ("hands on the head", lambda c, s, rest, peak, h:
-         _hands_to_head(c, s).max() < 1.5),
+        _CRUNCH_LYING,
+        ("hands on the head", lambda m: m.hands_to_head().max() < 1.5),
         _SHOULDERS_RISE, _FEET_DOWN,
     ],
 }
@@ -172,17 +176,18 @@ class ClassRulesTest(parameterized.TestCase):
 
   @parameterized.named_parameters((label, label) for label in RULES)
   def test_rules_hold_on_the_skeleton(self, label):
-    for clip in _rule_clips(label):
-      skeleton = synthetic.clip_skeleton(clip)
-      phase = synthetic.rep_phase(clip)
-      # Every clip shows a whole peak and a rest.
-      self.assertGreater(phase.max(), 0.99)
-      self.assertLess(phase.min(), 0.01)
-      rest, peak = int(np.argmin(phase)), int(np.argmax(phase))
-      for description, holds in RULES[label]:
-        with self.subTest(clip=(clip.clip_index, clip.subject),
-                          rule=description):
-          self.assertTrue(holds(clip, skeleton, rest, peak, clip.body.height))
+    # Six subjects under each of two seeds.
+    for seed in (0, 1):
+      for index in range(6):
+        clip = synthetic.sample_clip(label, index, seed)
+        motion = Motion(clip, synthetic.clip_skeleton(clip))
+        # Every clip shows a whole peak and a rest.
+        phase = synthetic.rep_phase(clip)
+        self.assertGreater(phase.max(), 0.99)
+        self.assertLess(phase.min(), 0.01)
+        for description, holds in RULES[label]:
+          with self.subTest(seed=seed, clip=index, rule=description):
+            self.assertTrue(holds(motion))
 
   @parameterized.named_parameters((label, label) for label in RULES)
   def test_skeleton_is_whole_and_above_the_floor(self, label):
@@ -196,9 +201,10 @@ class ClassRulesTest(parameterized.TestCase):
                                  ("elbow", "wrist", "forearm"),
                                  ("hip", "knee", "thigh"),
                                  ("knee", "ankle", "shank")):
-      bone = np.linalg.norm(skeleton[f"{upper}_l"] - skeleton[f"{lower}_l"],
-                            axis=-1)
-      np.testing.assert_allclose(bone, clip.body.lengths[length], rtol=1e-6)
+      for side in "lr":
+        bone = np.linalg.norm(
+            skeleton[f"{upper}_{side}"] - skeleton[f"{lower}_{side}"], axis=-1)
+        np.testing.assert_allclose(bone, clip.body.lengths[length], rtol=1e-6)
 
 
 class SamplingTest(absltest.TestCase):
@@ -217,7 +223,7 @@ class SamplingTest(absltest.TestCase):
       self.assertTrue(subjects & eval_subjects, label)
       self.assertTrue(subjects - eval_subjects, label)
 
-  def test_clip_lengths_and_rates(self):
+  def test_clip_lengths(self):
     for index in range(20):
       clip = synthetic.sample_clip("squat_correct", index, 0)
       self.assertBetween(clip.num_frames / clip.fps, 2.0, 4.0)
@@ -231,29 +237,24 @@ class SamplingTest(absltest.TestCase):
 class RenderTest(absltest.TestCase):
 
   def test_frames_are_deterministic_per_seed(self):
-    clip = synthetic.sample_clip("push-up_butt-up", 2, 5)
-    frames = synthetic.render_clip(clip)
-    self.assertEqual(frames.shape,
-                     (clip.num_frames, clip.height, clip.width, 3))
-    self.assertEqual(frames.dtype, np.uint8)
-    np.testing.assert_array_equal(
-        frames, synthetic.render_clip(synthetic.sample_clip("push-up_butt-up", 2, 5)))
-    other = synthetic.render_clip(synthetic.sample_clip("push-up_butt-up", 2, 6))
-    self.assertFalse(np.array_equal(frames[:10], other[:10]))
+    def render(seed):
+      return synthetic.render_clip(
+          synthetic.sample_clip("push-up_butt-up", 2, seed))
 
-  def test_person_moves_and_fills_the_frame(self):
+    frames = render(5)
+    self.assertEqual(frames.dtype, np.uint8)
+    self.assertEqual(frames.shape[1:], (synthetic.DEFAULT_HEIGHT,
+                                        synthetic.DEFAULT_WIDTH, 3))
+    np.testing.assert_array_equal(frames, render(5))
+    self.assertFalse(np.array_equal(frames[:10], render(6)[:10]))
+
+  def test_standing_person_fills_much_of_the_height(self):
     clip = synthetic.sample_clip("squat_correct", 0, 0)
     frames = synthetic.render_clip(clip).astype(np.int16)
-    moving = np.abs(frames - frames[int(np.argmin(synthetic.rep_phase(clip)))])
-    rows = np.flatnonzero((moving.max(axis=(0, 3)) > 60).any(axis=1))
-    # The squatting body spans a good part of the frame's height.
+    rest = int(np.argmin(synthetic.rep_phase(clip)))
+    moving = np.abs(frames - frames[rest]).max(axis=(0, 3)) > 60
+    rows = np.flatnonzero(moving.any(axis=1))
     self.assertGreater((rows.max() - rows.min()) / clip.height, 0.3)
-
-
-class _TempDirTestCase(absltest.TestCase):
-
-  def _tempdir(self) -> str:
-    return self.enterContext(tempfile.TemporaryDirectory())
 
 
 def _read_manifest(path: str) -> list[dict[str, str]]:
@@ -262,6 +263,7 @@ def _read_manifest(path: str) -> list[dict[str, str]]:
 
 
 def _stat_all(directory: str) -> dict[str, tuple[int, int]]:
+  """Each file's (inode, mtime): a rewrite, even atomic, changes them."""
   stats = {}
   for root, _, names in os.walk(directory):
     for name in names:
@@ -270,73 +272,92 @@ def _stat_all(directory: str) -> dict[str, tuple[int, int]]:
   return stats
 
 
+def _read_bytes(path: str) -> bytes:
+  with open(path, "rb") as f:
+    return f.read()
+
+
+class _TempDirTestCase(absltest.TestCase):
+  """Temporary directories under absltest and pytest alike."""
+
+  def _tempdir(self) -> str:
+    return self.enterContext(tempfile.TemporaryDirectory())
+
+
 class DatasetTest(_TempDirTestCase):
 
-  def test_manifest_videos_and_idempotence(self):
+  def _generate(self, directory: str, **kwargs) -> str:
+    settings = dict(clips_per_class=2, seed=0, num_subjects=2, **_SMALL)
+    settings.update(kwargs)
+    return synthetic.generate_dataset(directory, **settings)
+
+  def test_manifest_lists_every_clip(self):
     directory = self._tempdir()
-    manifest = synthetic.generate_dataset(directory, clips_per_class=2, seed=0,
-                                          num_subjects=2, **_SMALL)
+    manifest = self._generate(directory)
     self.assertEqual(manifest, os.path.join(directory, "manifest.csv"))
     with open(manifest, encoding="utf-8") as f:
       self.assertEqual(f.readline(), "path,label,subject\n")
     rows = _read_manifest(manifest)
-    self.assertLen(rows, 20)
     self.assertEqual([r["label"] for r in rows],
-                     [label for label in labels.EXERCISE_CLASSES for _ in range(2)])
+                     [label for label in labels.EXERCISE_CLASSES
+                      for _ in range(2)])
     for row in rows:
       self.assertEqual(row["path"].split("/")[0], row["label"])
       self.assertTrue(os.path.isfile(os.path.join(directory, row["path"])))
     self.assertEqual({r["subject"] for r in rows}, {"0", "1"})
-    self.assertEqual([f for f in os.listdir(os.path.join(directory, "squat_correct"))
-                      if f.startswith(".")], [])
+    # No temporary files are left behind.
+    self.assertEqual([name for name in _stat_all(directory)
+                      if os.path.basename(name).startswith(".")], [])
 
-    # The files decode with the project's reader, as rendered.
+  def test_videos_decode_with_the_project_reader(self):
+    directory = self._tempdir()
+    self._generate(directory)
     clip = synthetic.sample_clip("crunch_bad-hands", 1, 0, num_subjects=2,
                                  **_SMALL)
     path = os.path.join(directory, synthetic.clip_path(clip.label, 1))
     decoded = video.read_video(path, fps=clip.fps, short_side=clip.height)
     rendered = synthetic.render_clip(clip)
     self.assertEqual(decoded.shape, rendered.shape)
-    # Lossy, but close; swapped colour channels would be far off.
+    # Lossy but close; swapped colour channels would be far off.
     self.assertLess(np.abs(decoded.astype(float) - rendered).mean(), 8.0)
-    with open(path, "rb") as f:
-      self.assertEqual(f.read(), synthetic.encode_mp4(rendered, clip.fps))
+    # The file's bytes follow from the seed alone.
+    self.assertEqual(_read_bytes(path),
+                     synthetic.encode_mp4(rendered, clip.fps))
 
+  def test_rerun_completes_a_partial_output_and_else_does_nothing(self):
+    directory = self._tempdir()
+    manifest = self._generate(directory)
+    rows = _read_manifest(manifest)
     before = _stat_all(directory)
-    synthetic.generate_dataset(directory, clips_per_class=2, seed=0,
-                               num_subjects=2, **_SMALL)
+    self._generate(directory)
     self.assertEqual(_stat_all(directory), before)
 
-    # A partial output (no manifest, a video lost) is completed.
-    with open(path, "rb") as f:
-      original = f.read()
-    os.remove(path)
+    lost = os.path.join(directory, rows[5]["path"])
+    original = _read_bytes(lost)
+    os.remove(lost)
     os.remove(manifest)
-    synthetic.generate_dataset(directory, clips_per_class=2, seed=0,
-                               num_subjects=2, **_SMALL)
-    with open(path, "rb") as f:
-      self.assertEqual(f.read(), original)
+    self._generate(directory)
+    self.assertEqual(_read_bytes(lost), original)
     self.assertEqual(_read_manifest(manifest), rows)
     after = _stat_all(directory)
     for name, stat in before.items():
-      if name not in (path, manifest):
+      if name not in (lost, manifest):
         self.assertEqual(after[name], stat, name)
 
   def test_refuses_other_settings(self):
     directory = self._tempdir()
-    synthetic.generate_dataset(directory, clips_per_class=1, seed=0, **_SMALL)
+    self._generate(directory, clips_per_class=1)
     with self.assertRaisesRegex(ValueError, "other output directory"):
-      synthetic.generate_dataset(directory, clips_per_class=1, seed=1, **_SMALL)
+      self._generate(directory, clips_per_class=1, seed=1)
 
   def test_workers_write_the_same_bytes(self):
     serial, parallel = self._tempdir(), self._tempdir()
     for directory, workers in ((serial, 1), (parallel, 2)):
-      synthetic.generate_dataset(directory, clips_per_class=1, seed=4,
-                                 num_workers=workers, **_SMALL)
+      self._generate(directory, clips_per_class=1, num_workers=workers)
     for row in _read_manifest(os.path.join(serial, "manifest.csv")):
-      with open(os.path.join(serial, row["path"]), "rb") as a, open(
-          os.path.join(parallel, row["path"]), "rb") as b:
-        self.assertEqual(a.read(), b.read(), row["path"])
+      self.assertEqual(_read_bytes(os.path.join(serial, row["path"])),
+                       _read_bytes(os.path.join(parallel, row["path"])),
+                       row["path"])
 
 
 class CommandLineTest(_TempDirTestCase):
@@ -345,19 +366,19 @@ class CommandLineTest(_TempDirTestCase):
     directory = self._tempdir()
     sheet = os.path.join(directory, "sheet.png")
     subprocess.run(
-        [sys.executable, "-m", "i3d.synthetic", f"--output_dir={directory}/data",
-         "--clips_per_class=1", "--seed=2", f"--contact_sheet={sheet}",
-         "--width=64", "--height=48", "--num_workers=1"],
+        [sys.executable, "-m", "i3d.synthetic",
+         f"--output_dir={directory}/data", "--clips_per_class=1", "--seed=2",
+         f"--contact_sheet={sheet}", "--width=64", "--height=48",
+         "--num_workers=1"],
         cwd=_REPO, check=True, capture_output=True)
-    self.assertLen(_read_manifest(os.path.join(directory, "data", "manifest.csv")),
-                   10)
-    with open(sheet, "rb") as f:
-      self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+    manifest = os.path.join(directory, "data", "manifest.csv")
+    self.assertLen(_read_manifest(manifest), 10)
+    self.assertEqual(_read_bytes(sheet)[:8], b"\x89PNG\r\n\x1a\n")
     image = cv2.imread(sheet)
     self.assertEqual(image.shape[0], 10 * 48)  # One row per class.
-    self.assertEqual((image.shape[1] - 170) % 64, 0)
-    for row in np.split(image[:, 170:], 10):
-      self.assertGreater(row.std(), 5.0)  # Not blank.
+    frames = image[:, image.shape[1] - 6 * 64:]  # Six frames a row.
+    for label, row in zip(labels.EXERCISE_CLASSES, np.split(frames, 10)):
+      self.assertGreater(row.std(), 5.0, label)  # Not blank.
 
 
 if __name__ == "__main__":

@@ -52,7 +52,9 @@ def moving_square_frames(num_frames: int,
   return frames
 
 
-def frame_index(frame: np.ndarray, scale: float, corner: str = "top_left") -> int:
+def frame_index(frame: np.ndarray,
+                scale: float,
+                corner: str = "top_left") -> int:
   """Reads the index written by `moving_square_frames` from a decoded frame.
 
   Args:
@@ -63,7 +65,8 @@ def frame_index(frame: np.ndarray, scale: float, corner: str = "top_left") -> in
   """
   size = int(INDEX_BLOCK_PX * scale)
   inner = slice(1, size - 1)
-  block = frame[inner, inner] if corner == "top_left" else frame[inner, -size + 1:-1]
+  columns = inner if corner == "top_left" else slice(-size + 1, -1)
+  block = frame[inner, columns]
   return int(round((block.mean() - 8) / 8))
 
 
@@ -246,7 +249,8 @@ class PreprocessTest(parameterized.TestCase):
   def test_one_frame_video_has_rgb_but_no_flow(self):
     path = write_clip(os.path.join(self.create_tempdir().full_path, "one.mp4"),
                        moving_square_frames(1), 30.0)
-    self.assertLen(video.preprocess_video(path, ("rgb",), self.config)["rgb"], 1)
+    self.assertLen(
+        video.preprocess_video(path, ("rgb",), self.config)["rgb"], 1)
     with self.assertRaisesRegex(video.VideoError, "too short for optical flow"):
       video.preprocess_video(path, ("rgb", "flow"), self.config)
 

@@ -1,0 +1,140 @@
+r"""Evaluates a model trained by train.py: metrics per stream and joint.
+
+  python evaluate.py --checkpoint_dir=runs/demo
+  python evaluate.py --checkpoint_dir=runs/demo --num_frames=64 \
+      --num_clips=5 --num_crops=3
+  python evaluate.py --checkpoint_dir=runs/demo --data_dir=new_videos/
+
+The classes, streams, crop, evaluation views and preprocessing come from the
+run, so few flags are needed. By default the run's latest checkpoint is
+evaluated on the eval split of its training cache (the held-out videos or
+subjects); --data_dir or --manifest evaluates new labelled videos instead,
+prepared with the run's preprocessing into --cache_dir (default
+DIR/eval_cache); --cache_dir alone evaluates a cache prepare_data.py made
+(every video, or --split).
+
+Prints the report of each stream and of joint (top-1, top-k, mean class
+accuracy, per-class precision/recall/F1, confusion matrix) and writes to
+--output_dir (default DIR/eval): metrics.json, predictions.csv (one row per
+video) and confusion_matrix*.png.
+
+Exit status: 0 when every video was evaluated; 1 when some new videos could
+not be decoded (listed; the others are evaluated and reported); 2 when
+nothing could be evaluated (no checkpoint, classes differing from the
+checkpoint's, a checkpoint that does not fit, no data).
+"""
+
+import os
+import sys
+from typing import Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from i3d import dataset
+from i3d import evaluation
+from i3d import labels
+from i3d import trained
+
+_CHECKPOINT_DIR = flags.DEFINE_string(
+    "checkpoint_dir", None, "The train.py train_dir to evaluate.")
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None, "A checkpoint of the run (DIR/ckpt/ckpt-N); default "
+    "the latest.")
+_SPLIT = flags.DEFINE_enum(
+    "split", None, list(dataset.SPLITS), "Split of the cache to evaluate. "
+    "Default: eval for the training cache; every video of new data "
+    "(--data_dir, --manifest, or another --cache_dir).")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, "New labelled videos, one sub-folder per class.")
+_MANIFEST = flags.DEFINE_string(
+    "manifest", None, "New labelled videos: a CSV path,label[,subject]"
+    "[,split].")
+_CACHE_DIR = flags.DEFINE_string(
+    "cache_dir", None, "Where --data_dir/--manifest are prepared (default "
+    "DIR/eval_cache); alone, an already prepared cache to evaluate.")
+_CLASSES = flags.DEFINE_string(
+    "classes", None, "Optional check: the class list you expect (a class "
+    "file or comma-separated names); an error if the checkpoint's differs.")
+_NUM_FRAMES = flags.DEFINE_integer(
+    "num_frames", None, "Frames per clip; default the run's eval setting; "
+    "0 for the whole video (one clip).")
+_NUM_CLIPS = flags.DEFINE_integer(
+    "num_clips", None, "Evenly spaced clips per video, logits averaged; "
+    "default the run's eval setting.")
+_NUM_CROPS = flags.DEFINE_integer(
+    "num_crops", None, "Spatial crops per clip: 1 (centre) or 3 (start, "
+    "centre and end of the longer side); default the run's eval setting.")
+_TOP_K = flags.DEFINE_integer("top_k", 5, "k of the top-k accuracy.")
+_OUTPUT_JSON = flags.DEFINE_string(
+    "output_json", None, "Also write the metrics JSON to this file.")
+_OUTPUT_DIR = flags.DEFINE_string(
+    "output_dir", None, "Where the reports go; default DIR/eval.")
+_NUM_WORKERS = flags.DEFINE_integer(
+    "num_workers", os.cpu_count() or 1, "Processes preparing new videos.")
+
+flags.mark_flag_as_required("checkpoint_dir")
+flags.mark_flags_as_mutual_exclusive(["data_dir", "manifest"])
+
+
+def main(argv: Sequence[str]) -> int:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  train_dir = _CHECKPOINT_DIR.value
+  new_data = bool(_DATA_DIR.value or _MANIFEST.value)
+  failures = ()
+  try:
+    classes = (labels.resolve_classes(_CLASSES.value)
+               if _CLASSES.value else None)
+    run = trained.load_run(train_dir, _CHECKPOINT.value, classes)
+    config = trained.with_views(
+        run.config, num_frames=_NUM_FRAMES.value or None,
+        num_clips=_NUM_CLIPS.value,
+        num_crops=_NUM_CROPS.value,
+        whole_video=_NUM_FRAMES.value == 0)
+    cache_dir = _CACHE_DIR.value
+    if new_data:
+      cache_dir = cache_dir or os.path.join(train_dir,
+                                            trained.EVAL_CACHE_SUBDIR)
+      report = trained.prepare_eval_data(run, cache_dir, _DATA_DIR.value,
+                                         _MANIFEST.value, _NUM_WORKERS.value)
+      failures = report.failures
+    # The training cache's train split is never evaluated unless asked for.
+    training_cache = not cache_dir or (os.path.realpath(cache_dir) ==
+                                       os.path.realpath(run.config.cache_dir))
+    split = _SPLIT.value or ("eval" if training_cache else None)
+    result = trained.evaluate_model(run.classifier, config, cache_dir, split,
+                                    _TOP_K.value)
+    print(f"Checkpoint: {run.checkpoint}\n"
+          f"Videos: {len(result.paths)} of "
+          f"{cache_dir or config.cache_dir} "
+          f"({'split ' + split if split else 'all splits'}), "
+          f"{trained.describe_views(config)}\n")
+    print(evaluation.format_report(result.metrics))
+    written = trained.write_eval_outputs(
+        result, _OUTPUT_DIR.value or os.path.join(train_dir,
+                                                  trained.EVAL_OUTPUT_SUBDIR))
+    if _OUTPUT_JSON.value:
+      evaluation.write_metrics_json(_OUTPUT_JSON.value, result.metrics)
+      written["output_json"] = _OUTPUT_JSON.value
+  except (ValueError, OSError) as e:
+    logging.error("%s", e)
+    print(f"error: {e}", file=sys.stderr)
+    if failures:
+      print(_failure_lines(failures), file=sys.stderr)
+    return 2
+  print("Wrote " + ", ".join(written.values()))
+  if failures:
+    print(_failure_lines(failures), file=sys.stderr)
+    return 1
+  return 0
+
+
+def _failure_lines(failures: Sequence[dataset.Failure]) -> str:
+  return "\n".join([f"{len(failures)} video(s) could not be evaluated:"] +
+                   [f"  {failure}" for failure in failures])
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,300 @@
+"""Tests for i3d.training and train.py, on tiny prepared datasets."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl.testing import absltest
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from i3d import checkpoints
+from i3d import training
+from tests import testdata
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+CLASSES = ("right", "left")
+
+
+def tiny_config(cache_dir: str, train_dir: str, rgb_checkpoint: str,
+                **overrides) -> training.TrainConfig:
+  values = dict(cache_dir=cache_dir, train_dir=train_dir, classes=CLASSES,
+                stream="joint", num_frames=4, crop_size=32, batch_size=2,
+                trainable="logits", learning_rate=0.05, lr_schedule="constant",
+                dropout_keep_prob=1.0, num_steps=4, checkpoint_every=2,
+                eval_every=100, log_every=1, feature_views=2,
+                rgb_checkpoint=rgb_checkpoint, export=False)
+  values.update(overrides)
+  return training.TrainConfig(**values)
+
+
+class TinyDataTest(absltest.TestCase):
+  """Shares one prepared cache and one random RGB checkpoint."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.root = tempfile.mkdtemp()
+    cls.cache_dir = testdata.prepare_direction_cache(cls.root, CLASSES)
+    # Kinetics weights give features that tell the clips apart; random
+    # weights through 57 batch-normalised layers give near-constant ones.
+    cls.rgb_checkpoint = checkpoints.fetch_rgb_scratch(
+        os.path.join(ROOT, "checkpoints"))
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.root)
+    super().tearDownClass()
+
+  def train_dir(self) -> str:
+    return tempfile.mkdtemp(dir=self.root)
+
+  def config(self, **overrides) -> training.TrainConfig:
+    return tiny_config(self.cache_dir, self.train_dir(), self.rgb_checkpoint,
+                       **overrides)
+
+
+class InitializationTest(TinyDataTest):
+
+  def test_restore_excludes_only_the_logits_and_flow_is_cross_modal(self):
+    trainer = training.Trainer(self.config())
+    source = checkpoints.read_checkpoint(self.rgb_checkpoint)
+    for stream, scope in (("rgb", "RGB"), ("flow", "Flow")):
+      names = checkpoints.variable_map(trainer.model.streams[stream], scope)
+      for name, variable in names.items():
+        rgb_name = "RGB" + name[len(scope):]
+        if "/Logits/" in name:
+          self.assertEqual(variable.shape[-1], len(CLASSES))
+        elif name.endswith("Conv3d_1a_7x7/conv_3d/w") and stream == "flow":
+          expected = np.repeat(source[rgb_name].mean(axis=3, keepdims=True),
+                               2, axis=3)
+          np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-6)
+        else:
+          np.testing.assert_array_equal(variable.numpy(), source[rgb_name],
+                                        err_msg=name)
+
+  def test_logits_only_trains_logits(self):
+    trainer = training.Trainer(self.config())
+    names = sorted(v.name for v in trainer.trainable_variables)
+    self.assertEqual(names, [
+        "Flow/inception_i3d/Logits/Conv3d_0c_1x1/conv_3d/b:0",
+        "Flow/inception_i3d/Logits/Conv3d_0c_1x1/conv_3d/w:0",
+        "RGB/inception_i3d/Logits/Conv3d_0c_1x1/conv_3d/b:0",
+        "RGB/inception_i3d/Logits/Conv3d_0c_1x1/conv_3d/w:0"])
+
+  def test_learning_rate_schedule(self):
+    config = self.config(learning_rate=1.0, lr_schedule="cosine",
+                         warmup_steps=4, num_steps=14)
+    rates = [float(training.learning_rate_at(config, s)) for s in range(15)]
+    np.testing.assert_allclose(rates[:4], [0.25, 0.5, 0.75, 1.0])
+    np.testing.assert_allclose(rates[9], 0.5, atol=1e-6)
+    self.assertAlmostEqual(rates[14], 0.0, places=6)
+
+
+class TrainingLoopTest(TinyDataTest):
+
+  def test_loss_falls(self):
+    trainer = training.Trainer(self.config(num_steps=30, learning_rate=0.2,
+                                           checkpoint_every=100))
+    features = trainer.training_features()
+    self.assertEqual(features["rgb"].shape[0], features["label"].shape[0])
+    losses = []
+    original = trainer._make_train_step
+
+    def recording_step(from_features):
+      step = original(from_features)
+
+      def run(iterator):
+        outputs = step(iterator)
+        losses.append(float(outputs["loss"]))
+        return outputs
+      return run
+
+    trainer._make_train_step = recording_step
+    trainer.train()
+    self.assertLess(np.mean(losses[-5:]), 0.5 * np.mean(losses[:5]))
+
+  def test_fast_path_reaches_the_same_weights_as_the_slow_path(self):
+    batch = next(iter(training.dataset.make_train_dataset(
+        self.cache_dir, num_frames=4, crop_size=32, batch_size=2, seed=3)))
+    weights = []
+    for from_features in (False, True):
+      trainer = training.Trainer(self.config())
+      inputs = dict(batch)
+      if from_features:
+        inputs.update({s: stage.frozen(batch[s])
+                       for s, stage in trainer.stages.items()})
+      for _ in range(3):
+        trainer.strategy.run(trainer._replica_step,
+                             args=(inputs, from_features))
+      weights.append([v.numpy() for v in trainer.trainable_variables])
+    for slow, fast in zip(*weights):
+      np.testing.assert_allclose(slow, fast, rtol=1e-5, atol=1e-6)
+
+  def test_resume_continues_from_the_saved_step_and_optimizer_state(self):
+    config = self.config(num_steps=4, checkpoint_every=2)
+    trainer = training.Trainer(config)
+    trainer.train()
+    saved_step = int(trainer.step.numpy())
+    accumulators = [a.numpy() for a in trainer.optimizer.accumulators]
+    weights = [v.numpy() for v in trainer.trainable_variables]
+    self.assertEqual(saved_step, 4)
+    self.assertTrue(any(np.abs(a).sum() > 0 for a in accumulators))
+
+    config.num_steps = 6
+    resumed = training.Trainer(config)
+    self.assertEqual(int(resumed.step.numpy()), 4)
+    for before, after in zip(accumulators, resumed.optimizer.accumulators):
+      np.testing.assert_array_equal(before, after.numpy())
+    for before, after in zip(weights, resumed.trainable_variables):
+      np.testing.assert_array_equal(before, after.numpy())
+    self.assertEqual(resumed.train()["step"], 6)
+    self.assertEqual(os.path.basename(resumed.manager.latest_checkpoint),
+                     "ckpt-6")
+
+  def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(self):
+    trainer = training.Trainer(self.config(num_steps=2, checkpoint_every=1))
+    trainer.train()
+    good = trainer.manager.latest_checkpoint
+    trainer.config.num_steps = 10
+    trainer.learning_rate.assign(np.inf)
+    trainer.config.learning_rate = float("inf")
+    with self.assertRaisesRegex(training.TrainingError,
+                                "Loss is nan at step .* last good checkpoint"):
+      trainer.train()
+    self.assertEqual(tf.train.latest_checkpoint(
+        os.path.dirname(good)), good)
+
+  def test_evaluate_gives_metrics_for_each_stream(self):
+    trainer = training.Trainer(self.config(num_steps=2))
+    trainer.train()
+    metrics = trainer.evaluate()
+    self.assertEqual(set(metrics["streams"]), {"rgb", "flow", "joint"})
+    self.assertEqual(metrics["classes"], list(CLASSES))
+    self.assertEqual(metrics["num_videos"], 2)
+
+  def test_load_trained_model_and_its_errors(self):
+    config = self.config(num_steps=2)
+    training.save_config(config)
+    with self.assertRaisesRegex(FileNotFoundError, "no checkpoint"):
+      training.load_trained_model(config.train_dir)
+    trainer = training.Trainer(config)
+    trainer.train()
+    model, loaded = training.load_trained_model(config.train_dir)
+    self.assertEqual(loaded.classes, CLASSES)
+    np.testing.assert_array_equal(
+        model.streams["rgb"].logits.conv.w.numpy(),
+        trainer.model.streams["rgb"].logits.conv.w.numpy())
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+_DISTRIBUTED_SCRIPT = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0],
+    [tf.config.LogicalDeviceConfiguration()] * 2)
+from i3d import training
+config = training.TrainConfig(**json.loads(sys.argv[1]))
+trainer = training.Trainer(config)
+trainer.train()
+np.savez(sys.argv[2], *[v.numpy() for v in trainer.trainable_variables],
+         replicas=trainer.strategy.num_replicas_in_sync)
+"""
+
+
+@pytest.mark.slow
+class DistributedTest(TinyDataTest):
+
+  def run_script(self, config: training.TrainConfig, output: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", _DISTRIBUTED_SCRIPT,
+         json.dumps(config.to_json()), output], cwd=ROOT, capture_output=True,
+        text=True, check=False, timeout=300)
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    return dict(np.load(output))
+
+  def test_mirrored_equals_single_device(self):
+    outputs = {}
+    for strategy in ("default", "mirrored"):
+      config = self.config(strategy=strategy, num_steps=3, checkpoint_every=10)
+      outputs[strategy] = self.run_script(
+          config, os.path.join(config.train_dir, "weights.npz"))
+    self.assertEqual(int(outputs["default"]["replicas"]), 1)
+    self.assertEqual(int(outputs["mirrored"]["replicas"]), 2)
+    for key in outputs["default"]:
+      np.testing.assert_allclose(outputs["mirrored"][key],
+                                 outputs["default"][key], rtol=1e-4,
+                                 atol=1e-6, err_msg=key)
+
+  def test_multi_worker_runs_to_completion(self):
+    ports = [_free_port(), _free_port()]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    config = self.config(strategy="multi_worker", num_steps=3,
+                         checkpoint_every=2)
+    training.save_config(config)
+    workers = []
+    for index in range(2):
+      env = dict(os.environ, TF_CONFIG=json.dumps(
+          {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+      workers.append(subprocess.Popen(
+          [sys.executable, os.path.join(ROOT, "train.py"), "--noprepare",
+           f"--cache_dir={self.cache_dir}", f"--train_dir={config.train_dir}",
+           "--strategy=multi_worker", "--num_frames=4", "--crop_size=32",
+           "--batch_size=2", "--num_steps=3", "--checkpoint_every=2",
+           f"--rgb_checkpoint={self.rgb_checkpoint}", "--feature_views=1",
+           "--noexport", "--eval_num_frames=4"],
+          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+          text=True))
+    for worker in workers:
+      output, _ = worker.communicate(timeout=400)
+      self.assertEqual(worker.returncode, 0, output[-3000:])
+    self.assertEqual(os.path.basename(training.latest_checkpoint(
+        config.train_dir)), "ckpt-3")
+    with open(os.path.join(config.train_dir, training.METRICS_FILE)) as f:
+      self.assertEqual(json.load(f)["num_videos"], 2)
+
+
+@pytest.mark.slow
+class TrainScriptTest(TinyDataTest):
+
+  def test_sigterm_saves_and_exits_cleanly(self):
+    train_dir = self.train_dir()
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "train.py"), "--noprepare",
+         f"--cache_dir={self.cache_dir}", f"--train_dir={train_dir}",
+         "--num_frames=4", "--crop_size=32", "--batch_size=2",
+         "--num_steps=100000", "--checkpoint_every=100000", "--log_every=1",
+         f"--rgb_checkpoint={self.rgb_checkpoint}", "--feature_views=1",
+         "--noexport"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in process.stdout:
+      lines.append(line)
+      if "step 3/100000" in line:
+        process.send_signal(signal.SIGTERM)
+        break
+    output = "".join(lines) + process.communicate(timeout=120)[0]
+    self.assertEqual(process.returncode, 0, output[-3000:])
+    self.assertIn("Stop requested at step", output)
+    step = int(os.path.basename(training.latest_checkpoint(train_dir))[5:])
+    self.assertGreaterEqual(step, 3)
+    with open(os.path.join(train_dir, training.CONFIG_FILE)) as f:
+      self.assertEqual(json.load(f)["classes"], list(CLASSES))
+
+
+if __name__ == "__main__":
+  absltest.main()
