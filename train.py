@@ -24,6 +24,7 @@ from i3d import dataset
 from i3d import evaluation
 from i3d import export
 from i3d import synthetic
+from i3d import trained
 from i3d import training
 from i3d import video
 
@@ -214,19 +215,23 @@ def main(argv: Sequence[str]) -> None:
     config = _config(info.classes, len(info.split_entries("train")))
     training.save_config(config)
     trainer = training.Trainer(config)
-    result = trainer.train(
-        evaluate_fn=lambda step: trainer.evaluate())
+
+    def evaluate(step: int) -> dict:
+      del step  # Unused.
+      return trained.evaluate_model(trainer.model, config).metrics
+
+    result = trainer.train(evaluate_fn=evaluate)
     if result["stopped_early"]:
       logging.info("Stopped at step %d; rerun the same command to resume",
                    result["step"])
       return
-    metrics = trainer.evaluate()
+    metrics = evaluate(result["step"])
     trainer.log_eval(metrics, result["step"])
     evaluation.write_metrics_json(
-        os.path.join(config.train_dir, training.METRICS_FILE), metrics)
+        os.path.join(trainer.worker_dir, training.METRICS_FILE), metrics)
     print(evaluation.format_report(metrics))
-    if config.export and trainer.is_chief:
-      export.export_all(trainer.model, config.train_dir, config.classes,
+    if config.export:
+      export.export_all(trainer.model, trainer.worker_dir, config.classes,
                         config.crop_size)
   except (training.TrainingError, dataset.DatasetError, ValueError,
           FileNotFoundError) as e:

@@ -142,14 +142,23 @@ def read_checkpoint(path: str) -> Dict[str, np.ndarray]:
     raise CheckpointError(f"{prefix}: cannot read checkpoint: {e}") from e
 
 
-def _model_prefix(names: Sequence[str], source: str) -> str:
-  """Finds the prefix under which a checkpoint stores an I3D model."""
-  prefixes = sorted({n[:-len(_FIRST_CONV)] for n in names
-                     if n.endswith(_FIRST_CONV)})
+def _model_prefixes(names: Sequence[str]) -> List[str]:
+  """The prefixes under which a checkpoint stores I3D models."""
+  return sorted({n[:-len(_FIRST_CONV)] for n in names
+                 if n.endswith(_FIRST_CONV)})
+
+
+def _model_prefix(names: Sequence[str], source: str,
+                  scope: Optional[str] = None) -> str:
+  """Finds the prefix of the one I3D model, or of `scope`'s among several."""
+  prefixes = _model_prefixes(names)
+  if len(prefixes) > 1 and f"{scope}/{MODEL_SCOPE}/" in prefixes:
+    return f"{scope}/{MODEL_SCOPE}/"
   if len(prefixes) != 1:
     raise CheckpointError(
-        f"{source}: expected one I3D model (a tensor ending in {_FIRST_CONV}),"
-        f" found {len(prefixes)}: {prefixes}")
+        f"{source}: expected one I3D model (a tensor ending in {_FIRST_CONV})"
+        f"{f' or one under {scope}/' if scope else ''}, found "
+        f"{len(prefixes)}: {prefixes}")
   return prefixes[0]
 
 
@@ -213,7 +222,12 @@ def restore_tensors(model: i3d_model.InceptionI3d,
   """
   scope = stream_scope(stream)
   ensure_built(model, STREAM_CHANNELS[stream])
-  source_prefix = _model_prefix(list(tensors), source)
+  source_prefix = _model_prefix(list(tensors), source, scope)
+  # A two-stream checkpoint also holds the other stream's model: not ours.
+  other_models = [p for p in _model_prefixes(list(tensors))
+                  if p != source_prefix]
+  tensors = {n: v for n, v in tensors.items()
+             if not any(n.startswith(p) for p in other_models)}
   expected = {name.split(f"{scope}/{MODEL_SCOPE}/", 1)[1]: variable
               for name, variable in variable_map(model, scope).items()}
   available = {name[len(source_prefix):]: value
@@ -303,7 +317,7 @@ def cross_modality_flow_tensors(
   Returns:
     {"Flow/inception_i3d/<relative name>": array}.
   """
-  prefix = _model_prefix(list(rgb_tensors), "RGB weights")
+  prefix = _model_prefix(list(rgb_tensors), "RGB weights", "RGB")
   flow = {}
   for name, value in rgb_tensors.items():
     relative = name[len(prefix):]

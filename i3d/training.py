@@ -30,7 +30,6 @@ import tensorflow as tf
 
 from i3d import checkpoints
 from i3d import dataset
-from i3d import evaluation
 from i3d import fileio
 from i3d import model as i3d_model
 from i3d import two_stream
@@ -400,6 +399,11 @@ class Trainer:
     os.makedirs(config.train_dir, exist_ok=True)
     # Seeds the new logits' initial values (and dropout) for reproducible runs.
     tf.random.set_seed(config.seed)
+    if config.mixed_precision:
+      # Grappler rewrites the compiled graphs to float16 on GPUs (numerically
+      # sensitive ops stay float32); the loss is scaled by _LOSS_SCALE.
+      tf.config.optimizer.set_experimental_options(
+          {"auto_mixed_precision": True})
     with self.strategy.scope(), replicated_variables():
       self.model = two_stream.TwoStreamI3d(len(config.classes), config.streams)
       for stream, stream_model in self.model.streams.items():
@@ -587,10 +591,7 @@ class Trainer:
         step = int(self.step.numpy())
         loss = float(outputs["loss"])
         if not math.isfinite(loss):
-          raise TrainingError(
-              f"Loss is {loss} at step {step}; stopped. The last good "
-              f"checkpoint is {self.manager.latest_checkpoint} (try a lower "
-              "--learning_rate)")
+          self._diverged(f"loss is {loss}")
         result.update(step=step, loss=loss)
         if step % config.log_every == 0 or step == config.num_steps:
           rate = (step - first_step) / (time.monotonic() - started)
@@ -628,10 +629,24 @@ class Trainer:
     logging.info("eval at step %d: top-1 %.3f, mean class accuracy %.3f", step,
                  metrics["top1"], metrics["mean_class_accuracy"])
 
+  def _diverged(self, problem: str) -> None:
+    raise TrainingError(
+        f"Training diverged at step {int(self.step.numpy())}: {problem}; "
+        f"stopped. The last good checkpoint is "
+        f"{self.manager.latest_checkpoint} (try a lower --learning_rate)")
+
   def save(self) -> Optional[str]:
-    """Writes a checkpoint (all workers take part; the chief's is kept)."""
+    """Writes a checkpoint (all workers take part; the chief's is kept).
+
+    Raises:
+      TrainingError: if a trainable variable is NaN or infinite (the loss
+        of a step is computed before its update, so it can still be finite);
+        nothing is saved.
+    """
     if int(self.step.numpy()) == 0:
       return None
+    if not all(np.isfinite(v.numpy()).all() for v in self.trainable_variables):
+      self._diverged("trainable variables are not finite")
     if self.manager.latest_checkpoint and self.manager.latest_checkpoint.endswith(
         f"-{int(self.step.numpy())}"):
       return self.manager.latest_checkpoint
@@ -640,50 +655,21 @@ class Trainer:
     # Non-chief workers write to a scratch directory: every worker must join
     # the save's collective ops, but only the chief's copy is kept.
     scratch = tf.train.CheckpointManager(
-        self.checkpoint, os.path.join(self.config.train_dir, "worker_tmp",
-                                      str(_task_id())), max_to_keep=1)
+        self.checkpoint, os.path.join(self.worker_dir, CHECKPOINT_SUBDIR),
+        max_to_keep=1)
     return scratch.save(checkpoint_number=self.step)
 
-  # -- evaluation -------------------------------------------------------------
+  @property
+  def worker_dir(self) -> str:
+    """Where this worker writes: train_dir for the chief, else a scratch dir.
 
-  def eval_logits(self, split: str = "eval",
-                  cache_dir: Optional[str] = None
-                  ) -> Tuple[Dict[str, np.ndarray], np.ndarray, List[int]]:
-    """Per-video logits of each stream, averaged over the views.
-
-    Returns:
-      ({stream: [N, K]}, labels [N], split positions [N]).
+    Reading batch-norm statistics (ON_READ variables) under a multi-worker
+    strategy is a collective op, so every worker takes part in saves and
+    exports; only the chief's files are kept.
     """
-    config = self.config
-    views = dataset.make_eval_dataset(
-        cache_dir or config.cache_dir, split=split, streams=config.streams,
-        num_frames=config.eval_num_frames, crop_size=config.crop_size,
-        num_clips=config.eval_num_clips, num_crops=config.eval_num_crops)
-    forward = tf.function(self._eval_forward, reduce_retracing=True)
-    logits = {s: [] for s in config.streams}
-    labels, indices = [], []
-    for video in views:
-      inputs = {s: video[s] for s in config.streams}
-      specs = {s: tf.TensorSpec(x.shape, tf.float32) for s, x in inputs.items()}
-      outputs = forward.get_concrete_function(specs)(inputs)
-      for stream in config.streams:
-        logits[stream].append(evaluation.average_views(outputs[stream].numpy()))
-      labels.append(int(video["label"]))
-      indices.append(int(video["index"]))
-    return ({s: np.stack(v) for s, v in logits.items()}, np.array(labels),
-            indices)
-
-  def _eval_forward(self, inputs: Mapping[str, tf.Tensor]
-                    ) -> Dict[str, tf.Tensor]:
-    return {s: stage.trainable(stage.frozen(inputs[s]), is_training=False,
-                               batch_norm_training=False,
-                               dropout_keep_prob=1.0)
-            for s, stage in self.stages.items()}
-
-  def evaluate(self, split: str = "eval") -> Dict[str, Any]:
-    """Metrics of every stream and joint on a split of the cache."""
-    logits, labels, _ = self.eval_logits(split)
-    return evaluation.evaluate_streams(logits, labels, list(self.config.classes))
+    if self.is_chief:
+      return self.config.train_dir
+    return os.path.join(self.config.train_dir, "worker_tmp", str(_task_id()))
 
 
 # Loss scale for float16 mixed precision: keeps small gradients representable.

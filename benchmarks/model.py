@@ -1,0 +1,332 @@
+r"""Benchmark of the model: forward and training-step time, by execution mode.
+
+From the repository root:
+
+  PYTHONPATH=. python3 benchmarks/model.py          # quick subset (~2-3 min)
+  PYTHONPATH=. python3 benchmarks/model.py --full   # every row (long on CPU)
+  PYTHONPATH=. python3 benchmarks/model.py --streams=rgb --shapes=64x224 \
+      --batch_sizes=1,4 --modes=train --variants=graph,amp
+
+What is timed, on random clips in [-1, 1] (speed does not depend on the data):
+  forward  the two-stream model's inference forward (`TwoStreamI3d`, batch
+           norm in inference mode, logits of each stream and joint);
+  train    one training step: forward, backward, weight decay and the
+           MomentumSGD update of the trainable variables (`--trainable`, all
+           by default), through the Trainer's own `_make_train_step` fed by
+           an iterator over one fixed batch (dropout on, batch norm frozen as
+           the Trainer's default).
+Each case (stream, frames x crop, batch, mode) is run in these variants, each
+read against `graph` measured in the same run:
+  graph       tf.function, TensorFlow's default (oneDNN kernels on x86 CPUs);
+  eager       the same Python code run eagerly (tf.config.run_functions_eagerly);
+  xla         tf.function(jit_compile=True) of the same step (XLA compiles it;
+              the batch is passed as tensors, as XLA cannot compile an
+              iterator);
+  amp         automatic mixed precision by Grappler's graph rewrite: on a GPU
+              float16 (`auto_mixed_precision`) with the Trainer's static loss
+              scale, as `--mixed_precision` does; on a CPU bfloat16 through
+              oneDNN (`auto_mixed_precision_onednn_bfloat16`, fast where the
+              CPU has AVX512-BF16/AMX, no loss scale needed);
+  onednn_off  graph with TF_ENABLE_ONEDNN_OPTS=0 (plain Eigen kernels), in a
+              subprocess since the switch is read at import (CPU only).
+Values are clips/s (ratio > 1: faster than graph); the JSON rows also hold the
+median ms per call, the first call's time (tracing, graph optimisation, XLA
+compilation) and, for training, the first and last losses. `--check_loss`
+fails the run unless every training variant's loss fell over its steps (a
+fixed batch, so the model can fit it).
+"""
+
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import shutil
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from absl import app
+from absl import flags
+
+from benchmarks import common
+
+common.quiet_tensorflow_logs()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np
+import tensorflow as tf
+
+from i3d import labels
+from i3d import training
+from i3d import two_stream
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+VARIANTS = ("graph", "eager", "xla", "amp", "onednn_off")
+MODES = ("forward", "train")
+
+_FULL = flags.DEFINE_bool(
+    "full", False, "Every row: rgb and flow, 16x224, 64x224 and 32x112, "
+    "batch 1 and 4, forward and train, all variants (long on a CPU).")
+_STREAMS = flags.DEFINE_list(
+    "streams", None, "Streams: rgb, flow, joint (default: rgb,flow).")
+_SHAPES = flags.DEFINE_list(
+    "shapes", None, "Clip shapes as FRAMESxCROP, e.g. 16x224,64x224.")
+_BATCH_SIZES = flags.DEFINE_list("batch_sizes", None, "Batch sizes.")
+_MODES = flags.DEFINE_list("modes", None, f"Of {MODES}.")
+_VARIANTS = flags.DEFINE_list("variants", None, f"Of {VARIANTS}.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per variant.")
+_WARMUP = flags.DEFINE_integer(
+    "warmup", 1, "Untimed calls first (the first traces/compiles).")
+_TRAINABLE = flags.DEFINE_enum(
+    "trainable", "all", list(training.TRAINABLE_BOUNDARIES),
+    "What the training step updates (as train.py --trainable).")
+_LEARNING_RATE = flags.DEFINE_float(
+    "learning_rate", 0.01, "Constant learning rate of the timed steps.")
+_RGB_CHECKPOINT = flags.DEFINE_string(
+    "rgb_checkpoint", common.DEFAULT_RGB_CHECKPOINT,
+    "Kinetics RGB weights (flow: cross-modality init), or 'random'; random "
+    "weights are used if the file is missing.")
+_CHECK_LOSS = flags.DEFINE_bool(
+    "check_loss", False, "Exit 1 unless the loss fell in every training "
+    "variant (needs --repeats + --warmup of 6 or more).")
+_OUTPUT_JSON = flags.DEFINE_string(
+    "output_json", None, "Also write the JSON line to this file.")
+_CHILD_CASE = flags.DEFINE_string(
+    "child_case", None, "Internal: time one case in graph mode and print it "
+    "as JSON (the onednn_off subprocess).")
+
+# Quick default: (stream, frames, crop, batch, mode, variants).
+_QUICK_CASES: Tuple[Tuple[str, int, int, int, str, Tuple[str, ...]], ...] = (
+    ("rgb", 16, 224, 1, "forward", VARIANTS),
+    ("rgb", 16, 224, 1, "train", ("graph", "eager", "xla", "amp")),
+    ("flow", 16, 224, 1, "forward", ("graph", "amp")),
+    ("flow", 16, 224, 1, "train", ("graph", "amp")),
+    ("rgb", 32, 112, 4, "forward", ("graph", "amp")),
+    ("rgb", 32, 112, 4, "train", ("graph", "amp")),
+)
+
+
+def on_gpu() -> bool:
+  return bool(tf.config.list_physical_devices("GPU"))
+
+
+def parse_shape(text: str) -> Tuple[int, int]:
+  frames, crop = text.lower().split("x")
+  return int(frames), int(crop)
+
+
+def plan() -> List[Tuple[str, int, int, int, str, Tuple[str, ...]]]:
+  """The cases to run, from the flags."""
+  explicit = any(f is not None for f in (_STREAMS.value, _SHAPES.value,
+                                         _BATCH_SIZES.value, _MODES.value,
+                                         _VARIANTS.value))
+  if not explicit and not _FULL.value:
+    cases = list(_QUICK_CASES)
+  else:
+    streams = _STREAMS.value or ["rgb", "flow"]
+    shapes = _SHAPES.value or (["16x224", "64x224", "32x112"] if _FULL.value
+                               else ["16x224"])
+    batches = _BATCH_SIZES.value or (["1", "4"] if _FULL.value else ["1"])
+    modes = _MODES.value or list(MODES)
+    variants = tuple(_VARIANTS.value or VARIANTS)
+    for name in variants:
+      if name not in VARIANTS:
+        raise app.UsageError(f"Unknown variant {name!r}: use {VARIANTS}")
+    cases = [(s, *parse_shape(shape), int(b), m, variants)
+             for s in streams for shape in shapes for b in batches
+             for m in modes]
+  if on_gpu():  # The oneDNN switch is a CPU matter.
+    cases = [c[:5] + (tuple(v for v in c[5] if v != "onednn_off"),)
+             for c in cases]
+  return cases
+
+
+class ModelBench:
+  """One Trainer per stream; times its forward and training step."""
+
+  def __init__(self, workdir: str, rgb_checkpoint: str):
+    self.workdir = workdir
+    self.rgb_checkpoint = rgb_checkpoint
+    self.trainers: Dict[str, training.Trainer] = {}
+
+  def trainer(self, stream: str) -> training.Trainer:
+    if stream not in self.trainers:
+      config = training.TrainConfig(
+          cache_dir=self.workdir,  # Not read: the data here is random.
+          train_dir=tempfile.mkdtemp(dir=self.workdir),
+          classes=labels.EXERCISE_CLASSES, stream=stream,
+          trainable=_TRAINABLE.value, learning_rate=_LEARNING_RATE.value,
+          lr_schedule="constant", feature_cache=False,
+          rgb_checkpoint=self.rgb_checkpoint, export=False)
+      self.trainers[stream] = training.Trainer(config)
+    return self.trainers[stream]
+
+  @staticmethod
+  def batch(stream: str, frames: int, crop: int,
+            batch: int) -> Dict[str, tf.Tensor]:
+    rng = np.random.default_rng(0)
+    inputs = {"label": tf.constant(rng.integers(
+        0, len(labels.EXERCISE_CLASSES), batch), tf.int32)}
+    for name in two_stream.parse_streams(stream):
+      channels = two_stream.STREAM_CHANNELS[name]
+      inputs[name] = tf.constant(rng.uniform(
+          -1, 1, (batch, frames, crop, crop, channels)).astype(np.float32))
+    return inputs
+
+  def call(self, stream: str, frames: int, crop: int, batch: int, mode: str,
+           variant: str) -> Tuple[Callable[[], Any], Callable[[], None]]:
+    """Returns (a blocking call to time, a clean-up) for one variant."""
+    trainer = self.trainer(stream)
+    inputs = self.batch(stream, frames, crop, batch)
+    restore = lambda: None
+    if variant == "amp":
+      restore = common.grappler_options(
+          {"auto_mixed_precision": True} if on_gpu() else
+          {"auto_mixed_precision_onednn_bfloat16": True})
+    if mode == "forward":
+      features = {s: inputs[s] for s in trainer.config.streams}
+      forward = lambda x: trainer.model(x, is_training=False)
+      if variant != "eager":
+        forward = tf.function(forward, jit_compile=variant == "xla")
+      def run_forward() -> None:
+        for value in forward(features).values():
+          value.numpy()
+      return run_forward, restore
+    if variant == "xla":
+      @tf.function(jit_compile=True)
+      def xla_step(batch_inputs):
+        trainer.learning_rate.assign(training.learning_rate_at(
+            trainer.config, trainer.step))
+        outputs = trainer.strategy.run(
+            trainer._replica_step,  # pylint: disable=protected-access
+            args=(batch_inputs, False))
+        trainer.step.assign_add(1)
+        return outputs["loss"]
+      return lambda: float(xla_step(inputs)), restore
+    # The Trainer's own step; its config is read when the step is traced.
+    use_loss_scale = variant == "amp" and on_gpu()
+    trainer.config.mixed_precision = use_loss_scale
+    data = tf.data.Dataset.from_tensors(inputs).repeat()
+    iterator = iter(trainer.strategy.experimental_distribute_dataset(data))
+    step = trainer._make_train_step(False)  # pylint: disable=protected-access
+
+    def run_step() -> float:
+      if variant == "eager":
+        tf.config.run_functions_eagerly(True)
+      try:
+        return float(step(iterator)["loss"])
+      finally:
+        tf.config.run_functions_eagerly(False)
+
+    def clean_up() -> None:
+      trainer.config.mixed_precision = False
+      restore()
+    return run_step, clean_up
+
+  def time_case(self, stream: str, frames: int, crop: int, batch: int,
+                mode: str, variant: str) -> Dict[str, Any]:
+    run, clean_up = self.call(stream, frames, crop, batch, mode, variant)
+    try:
+      timing = common.time_calls(run, _REPEATS.value, _WARMUP.value)
+    finally:
+      clean_up()
+    losses = [x for x in timing.pop("results") if x is not None]
+    if losses:
+      timing["losses"] = [round(x, 4) for x in losses]
+    return timing
+
+
+def time_in_subprocess(case: Mapping[str, Any],
+                       env: Mapping[str, str]) -> Dict[str, Any]:
+  """Times one graph-mode case in a fresh Python with extra environment."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  command = [sys.executable, os.path.abspath(__file__),
+             f"--child_case={json.dumps(dict(case))}",
+             f"--repeats={_REPEATS.value}", f"--warmup={_WARMUP.value}",
+             f"--trainable={_TRAINABLE.value}",
+             f"--learning_rate={_LEARNING_RATE.value}",
+             f"--rgb_checkpoint={_RGB_CHECKPOINT.value}"]
+  full_env = dict(os.environ, **env)
+  full_env["PYTHONPATH"] = os.pathsep.join(
+      [root] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+  result = subprocess.run(command, env=full_env, capture_output=True,
+                          text=True, check=False, cwd=root)
+  lines = [l for l in result.stdout.splitlines() if l.startswith("{")]
+  if result.returncode != 0 or not lines:
+    raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+  return json.loads(lines[-1])
+
+
+def run_child(workdir: str) -> None:
+  case = json.loads(_CHILD_CASE.value)
+  bench = ModelBench(workdir, common.rgb_checkpoint(_RGB_CHECKPOINT.value,
+                                                    workdir))
+  timing = bench.time_case(case["stream"], case["frames"], case["crop"],
+                           case["batch"], case["mode"], "graph")
+  print(json.dumps(timing))
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError("Too many command-line arguments.")
+  workdir = tempfile.mkdtemp(prefix="i3d_model_bench_")
+  try:
+    if _CHILD_CASE.value:
+      run_child(workdir)
+      return
+    cases = plan()
+    checkpoint = common.rgb_checkpoint(_RGB_CHECKPOINT.value, workdir)
+    bench = ModelBench(workdir, checkpoint)
+    rows = common.Rows()
+    loss_ok = True
+    for stream, frames, crop, batch, mode, variants in cases:
+      case_name = f"{stream} {frames}x{crop} b{batch}"
+      baseline = f"{case_name} graph"
+      for variant in ("graph",) + tuple(v for v in variants if v != "graph"):
+        if variant == "onednn_off":
+          timing = time_in_subprocess(
+              {"stream": stream, "frames": frames, "crop": crop,
+               "batch": batch, "mode": mode}, {"TF_ENABLE_ONEDNN_OPTS": "0"})
+        else:
+          timing = bench.time_case(stream, frames, crop, batch, mode, variant)
+        extra: Dict[str, Any] = {
+            "ms_per_call": round(timing["median_s"] * 1000, 1),
+            "first_call_s": round(timing["first_s"], 2),
+            "times_s": timing["times_s"]}
+        losses = timing.get("losses")
+        if losses:
+          extra.update(loss_first=losses[0], loss_last=losses[-1])
+          if len(losses) >= 6:
+            fell = np.mean(losses[-3:]) < np.mean(losses[:3])
+            extra["loss_fell"] = bool(fell)
+            loss_ok &= bool(fell)
+        rows.add(mode, f"{case_name} {variant}", batch / timing["median_s"],
+                 "clips/s", baseline, **extra)
+        gc.collect()
+    device = (tf.config.experimental.get_device_details(
+        tf.config.list_physical_devices("GPU")[0]).get("device_name", "GPU")
+              if on_gpu() else "CPU")
+    settings = {"trainable": _TRAINABLE.value, "repeats": _REPEATS.value,
+                "warmup": _WARMUP.value, "device": device,
+                "rgb_checkpoint": checkpoint,
+                "tensorflow": tf.__version__,
+                "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default")}
+    rows.print_table(
+        f"Model benchmark on {common.machine()}, {device}; load "
+        f"{common.load_average()}; {settings}",
+        note_fields=("ms_per_call", "first_call_s", "loss_first",
+                     "loss_last"))
+    rows.emit_json("model", settings)
+    if _OUTPUT_JSON.value:
+      with open(_OUTPUT_JSON.value, "w", encoding="utf-8") as f:
+        json.dump({"benchmark": "model", "machine": common.machine(),
+                   "loadavg": common.load_average(), "settings": settings,
+                   "results": rows.rows}, f, indent=1)
+    if _CHECK_LOSS.value and not loss_ok:
+      sys.exit("The loss did not fall in every training variant")
+  finally:
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
