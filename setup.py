@@ -20,6 +20,8 @@ setuptools.setup(
         "tensorflow-hub==0.16.1",
         # tensorflow_hub imports tf_keras; it must match TF's minor version.
         "tf_keras==2.21.*",
+        # TensorFlow 2.21's wheel no longer pulls TensorBoard; summaries need it.
+        "tensorboard==2.21.*",
         "numpy>=1.26",
         "opencv-contrib-python-headless==5.0.0.93",
         "absl-py>=2.1",
