@@ -36,13 +36,16 @@ fails the run unless every training variant's loss fell over its steps (a
 fixed batch, so the model can fit it).
 """
 
+import dataclasses
 import gc
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
-import shutil
+import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from absl import app
@@ -62,11 +65,15 @@ from i3d import two_stream
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 VARIANTS = ("graph", "eager", "xla", "amp", "onednn_off")
+# Grappler's automatic mixed precision: float16 on GPUs, bfloat16 on CPUs.
+AMP_OPTION = ("auto_mixed_precision" if tf.config.list_physical_devices("GPU")
+              else "auto_mixed_precision_onednn_bfloat16")
 MODES = ("forward", "train")
 
 _FULL = flags.DEFINE_bool(
     "full", False, "Every row: rgb and flow, 16x224, 64x224 and 32x112, "
-    "batch 1 and 4, forward and train, all variants (long on a CPU).")
+    "batch 1 and 4, forward and train, all variants (onednn_off trains only "
+    "in the smallest case); an hour or more on 2 CPU cores.")
 _STREAMS = flags.DEFINE_list(
     "streams", None, "Streams: rgb, flow, joint (default: rgb,flow).")
 _SHAPES = flags.DEFINE_list(
@@ -81,7 +88,7 @@ _TRAINABLE = flags.DEFINE_enum(
     "trainable", "all", list(training.TRAINABLE_BOUNDARIES),
     "What the training step updates (as train.py --trainable).")
 _LEARNING_RATE = flags.DEFINE_float(
-    "learning_rate", 0.01, "Constant learning rate of the timed steps.")
+    "learning_rate", 0.001, "Constant learning rate of the timed steps.")
 _RGB_CHECKPOINT = flags.DEFINE_string(
     "rgb_checkpoint", common.DEFAULT_RGB_CHECKPOINT,
     "Kinetics RGB weights (flow: cross-modality init), or 'random'; random "
@@ -100,9 +107,9 @@ _QUICK_CASES: Tuple[Tuple[str, int, int, int, str, Tuple[str, ...]], ...] = (
     ("rgb", 16, 224, 1, "forward", VARIANTS),
     ("rgb", 16, 224, 1, "train", ("graph", "eager", "xla", "amp")),
     ("flow", 16, 224, 1, "forward", ("graph", "amp")),
-    ("flow", 16, 224, 1, "train", ("graph", "amp")),
+    ("flow", 16, 224, 1, "train", ("graph",)),
     ("rgb", 32, 112, 4, "forward", ("graph", "amp")),
-    ("rgb", 32, 112, 4, "train", ("graph", "amp")),
+    ("rgb", 32, 112, 4, "train", ("graph",)),
 )
 
 
@@ -135,10 +142,29 @@ def plan() -> List[Tuple[str, int, int, int, str, Tuple[str, ...]]]:
     cases = [(s, *parse_shape(shape), int(b), m, variants)
              for s in streams for shape in shapes for b in batches
              for m in modes]
+    if _FULL.value and not _VARIANTS.value:
+      # Without oneDNN a training step is ~50x slower (Eigen's Conv3D
+      # gradients): only the smallest training case runs it.
+      smallest = min((c[1] * c[2] ** 2 * c[3], i) for i, c in enumerate(cases)
+                     if c[4] == "train")[1] if "train" in modes else None
+      cases = [c if c[4] == "forward" or i == smallest else
+               c[:5] + (tuple(v for v in c[5] if v != "onednn_off"),)
+               for i, c in enumerate(cases)]
   if on_gpu():  # The oneDNN switch is a CPU matter.
     cases = [c[:5] + (tuple(v for v in c[5] if v != "onednn_off"),)
              for c in cases]
   return cases
+
+
+@dataclasses.dataclass
+class Variant:
+  """One way of running a case, and what it needs set around each call."""
+  name: str
+  run: Callable[[], Any]
+  options: Dict[str, bool]  # Grappler options while it runs.
+  eager: bool = False
+  config: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  state: Optional[List[tf.Tensor]] = None  # Its own weights (training).
 
 
 class ModelBench:
@@ -148,6 +174,7 @@ class ModelBench:
     self.workdir = workdir
     self.rgb_checkpoint = rgb_checkpoint
     self.trainers: Dict[str, training.Trainer] = {}
+    self.initial: Dict[str, List[tf.Tensor]] = {}
 
   def trainer(self, stream: str) -> training.Trainer:
     if stream not in self.trainers:
@@ -159,7 +186,22 @@ class ModelBench:
           lr_schedule="constant", feature_cache=False,
           rgb_checkpoint=self.rgb_checkpoint, export=False)
       self.trainers[stream] = training.Trainer(config)
+      self.initial[stream] = self.snapshot(stream)
     return self.trainers[stream]
+
+  def state_variables(self, stream: str) -> List[tf.Variable]:
+    """Weights, batch-norm statistics, optimizer accumulators and step."""
+    trainer = self.trainers[stream]
+    return (list(trainer.model.variables) + trainer.optimizer.accumulators +
+            [trainer.step])
+
+  def snapshot(self, stream: str) -> List[tf.Tensor]:
+    # Reads are copy-on-write: later updates of the variables leave them be.
+    return [tf.identity(v) for v in self.state_variables(stream)]
+
+  def load(self, stream: str, state: Sequence[tf.Tensor]) -> None:
+    for variable, value in zip(self.state_variables(stream), state):
+      variable.assign(value)
 
   @staticmethod
   def batch(stream: str, frames: int, crop: int,
@@ -173,26 +215,27 @@ class ModelBench:
           -1, 1, (batch, frames, crop, crop, channels)).astype(np.float32))
     return inputs
 
-  def call(self, stream: str, frames: int, crop: int, batch: int, mode: str,
-           variant: str) -> Tuple[Callable[[], Any], Callable[[], None]]:
-    """Returns (a blocking call to time, a clean-up) for one variant."""
+  def variant(self, stream: str, inputs: Mapping[str, tf.Tensor], mode: str,
+              name: str) -> Variant:
+    """Builds one variant of a case (traced on its first call)."""
     trainer = self.trainer(stream)
-    inputs = self.batch(stream, frames, crop, batch)
-    restore = lambda: None
-    if variant == "amp":
-      restore = common.grappler_options(
-          {"auto_mixed_precision": True} if on_gpu() else
-          {"auto_mixed_precision_onednn_bfloat16": True})
+    options = {AMP_OPTION: name == "amp"}
     if mode == "forward":
       features = {s: inputs[s] for s in trainer.config.streams}
       forward = lambda x: trainer.model(x, is_training=False)
-      if variant != "eager":
-        forward = tf.function(forward, jit_compile=variant == "xla")
-      def run_forward() -> None:
-        for value in forward(features).values():
-          value.numpy()
-      return run_forward, restore
-    if variant == "xla":
+      if name != "eager":
+        forward = tf.function(forward, jit_compile=name == "xla")
+
+      def run_forward() -> np.ndarray:
+        outputs = forward(features)
+        return np.concatenate([outputs[k].numpy() for k in sorted(outputs)])
+      return Variant(name, run_forward, options, eager=False)
+    # The step reads the Trainer's config when it is traced: the loss is
+    # divided by batch_size, and scaled when mixed_precision (float16).
+    config = {"batch_size": int(inputs["label"].shape[0]),
+              "mixed_precision": name == "amp" and on_gpu()}
+    state = list(self.initial[stream])
+    if name == "xla":  # XLA cannot compile the iterator: pass the batch.
       @tf.function(jit_compile=True)
       def xla_step(batch_inputs):
         trainer.learning_rate.assign(training.learning_rate_at(
@@ -202,38 +245,79 @@ class ModelBench:
             args=(batch_inputs, False))
         trainer.step.assign_add(1)
         return outputs["loss"]
-      return lambda: float(xla_step(inputs)), restore
-    # The Trainer's own step; its config is read when the step is traced.
-    use_loss_scale = variant == "amp" and on_gpu()
-    trainer.config.mixed_precision = use_loss_scale
-    data = tf.data.Dataset.from_tensors(inputs).repeat()
+      return Variant(name, lambda: float(xla_step(inputs)), options,
+                     config=config, state=state)
+    # The Trainer's own step, fed by an iterator as in Trainer.train.
+    data = tf.data.Dataset.from_tensors(dict(inputs)).repeat()
     iterator = iter(trainer.strategy.experimental_distribute_dataset(data))
     step = trainer._make_train_step(False)  # pylint: disable=protected-access
+    return Variant(name, lambda: float(step(iterator)["loss"]), options,
+                   eager=name == "eager", config=config, state=state)
 
-    def run_step() -> float:
-      if variant == "eager":
-        tf.config.run_functions_eagerly(True)
-      try:
-        return float(step(iterator)["loss"])
-      finally:
-        tf.config.run_functions_eagerly(False)
-
-    def clean_up() -> None:
-      trainer.config.mixed_precision = False
+  def invoke(self, stream: str, variant: Variant) -> Tuple[Any, float]:
+    """Runs one call of a variant in its settings; returns (result, s)."""
+    trainer = self.trainers[stream]
+    if variant.state is not None:
+      self.load(stream, variant.state)
+    saved = {k: getattr(trainer.config, k) for k in variant.config}
+    for key, value in variant.config.items():
+      setattr(trainer.config, key, value)
+    restore = common.grappler_options(variant.options)
+    tf.config.run_functions_eagerly(variant.eager)
+    try:
+      start = time.perf_counter()
+      result = variant.run()
+      seconds = time.perf_counter() - start
+    finally:
+      tf.config.run_functions_eagerly(False)
       restore()
-    return run_step, clean_up
+      for key, value in saved.items():
+        setattr(trainer.config, key, value)
+    if variant.state is not None:
+      variant.state = self.snapshot(stream)
+    return result, seconds
 
   def time_case(self, stream: str, frames: int, crop: int, batch: int,
-                mode: str, variant: str) -> Dict[str, Any]:
-    run, clean_up = self.call(stream, frames, crop, batch, mode, variant)
-    try:
-      timing = common.time_calls(run, _REPEATS.value, _WARMUP.value)
-    finally:
-      clean_up()
-    losses = [x for x in timing.pop("results") if x is not None]
-    if losses:
-      timing["losses"] = [round(x, 4) for x in losses]
-    return timing
+                mode: str, names: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+    """Times the variants of one case, interleaved.
+
+    Each variant is warmed up (traced, compiled) in turn, then the timed
+    calls go round the variants, so that load changes on a shared machine
+    hit them alike. In training each variant keeps its own weights.
+
+    Returns:
+      {variant: {"first_s", "median_s", "times_s", "losses" or "output"}}.
+    """
+    self.trainer(stream)
+    self.load(stream, self.initial[stream])
+    inputs = self.batch(stream, frames, crop, batch)
+    variants = [self.variant(stream, inputs, mode, n) for n in names]
+    results = {v.name: [] for v in variants}
+    times = {v.name: [] for v in variants}
+    first = {}
+    for variant in variants:
+      for i in range(_WARMUP.value):
+        result, seconds = self.invoke(stream, variant)
+        results[variant.name].append(result)
+        if i == 0:
+          first[variant.name] = seconds
+    for _ in range(_REPEATS.value):
+      for variant in variants:
+        result, seconds = self.invoke(stream, variant)
+        results[variant.name].append(result)
+        times[variant.name].append(seconds)
+    timings = {}
+    for variant in variants:
+      timing = {"first_s": first.get(variant.name, float("nan")),
+                "median_s": statistics.median(times[variant.name]),
+                "times_s": [round(t, 4) for t in times[variant.name]]}
+      if mode == "train":
+        timing["losses"] = [round(x, 4) for x in results[variant.name]]
+      else:
+        timing["output"] = results[variant.name][-1]
+      timings[variant.name] = timing
+    self.load(stream, self.initial[stream])
+    return timings
 
 
 def time_in_subprocess(case: Mapping[str, Any],
@@ -254,7 +338,10 @@ def time_in_subprocess(case: Mapping[str, Any],
   lines = [l for l in result.stdout.splitlines() if l.startswith("{")]
   if result.returncode != 0 or not lines:
     raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
-  return json.loads(lines[-1])
+  timing = json.loads(lines[-1])
+  if "output" in timing:
+    timing["output"] = np.array(timing["output"])
+  return timing
 
 
 def run_child(workdir: str) -> None:
@@ -262,8 +349,17 @@ def run_child(workdir: str) -> None:
   bench = ModelBench(workdir, common.rgb_checkpoint(_RGB_CHECKPOINT.value,
                                                     workdir))
   timing = bench.time_case(case["stream"], case["frames"], case["crop"],
-                           case["batch"], case["mode"], "graph")
+                           case["batch"], case["mode"], ["graph"])["graph"]
+  if "output" in timing:
+    timing["output"] = timing["output"].tolist()
   print(json.dumps(timing))
+
+
+def loss_fell(losses: Sequence[float]) -> Optional[bool]:
+  """Whether the mean of the last 3 losses is under that of the first 3."""
+  if len(losses) < 6:
+    return None
+  return bool(np.mean(losses[-3:]) < np.mean(losses[:3]))
 
 
 def main(argv: Sequence[str]) -> None:
@@ -280,29 +376,32 @@ def main(argv: Sequence[str]) -> None:
     rows = common.Rows()
     loss_ok = True
     for stream, frames, crop, batch, mode, variants in cases:
-      case_name = f"{stream} {frames}x{crop} b{batch}"
-      baseline = f"{case_name} graph"
-      for variant in ("graph",) + tuple(v for v in variants if v != "graph"):
-        if variant == "onednn_off":
-          timing = time_in_subprocess(
-              {"stream": stream, "frames": frames, "crop": crop,
-               "batch": batch, "mode": mode}, {"TF_ENABLE_ONEDNN_OPTS": "0"})
-        else:
-          timing = bench.time_case(stream, frames, crop, batch, mode, variant)
+      case_name = f"{stream} {frames}x{crop} b{batch} {mode}"
+      names = ["graph"] + [v for v in variants if v not in ("graph",
+                                                             "onednn_off")]
+      timings = bench.time_case(stream, frames, crop, batch, mode, names)
+      if "onednn_off" in variants:
+        timings["onednn_off"] = time_in_subprocess(
+            {"stream": stream, "frames": frames, "crop": crop,
+             "batch": batch, "mode": mode}, {"TF_ENABLE_ONEDNN_OPTS": "0"})
+      for variant, timing in timings.items():
         extra: Dict[str, Any] = {
             "ms_per_call": round(timing["median_s"] * 1000, 1),
             "first_call_s": round(timing["first_s"], 2),
             "times_s": timing["times_s"]}
-        losses = timing.get("losses")
-        if losses:
-          extra.update(loss_first=losses[0], loss_last=losses[-1])
-          if len(losses) >= 6:
-            fell = np.mean(losses[-3:]) < np.mean(losses[:3])
-            extra["loss_fell"] = bool(fell)
-            loss_ok &= bool(fell)
+        if variant != "graph" and "output" in timing:
+          reference = timings["graph"]["output"]
+          error = (np.linalg.norm(timing["output"] - reference) /
+                   max(np.linalg.norm(reference), 1e-30))
+          extra["rel_err"] = float(f"{error:.2g}")  # Logits vs. graph's.
+        if "losses" in timing:
+          losses = timing["losses"]
+          extra.update(losses=losses, loss_first=losses[0],
+                       loss_last=losses[-1], loss_fell=loss_fell(losses))
+          loss_ok &= extra["loss_fell"] is not False
         rows.add(mode, f"{case_name} {variant}", batch / timing["median_s"],
-                 "clips/s", baseline, **extra)
-        gc.collect()
+                 "clips/s", f"{case_name} graph", **extra)
+      gc.collect()
     device = (tf.config.experimental.get_device_details(
         tf.config.list_physical_devices("GPU")[0]).get("device_name", "GPU")
               if on_gpu() else "CPU")
@@ -314,7 +413,7 @@ def main(argv: Sequence[str]) -> None:
     rows.print_table(
         f"Model benchmark on {common.machine()}, {device}; load "
         f"{common.load_average()}; {settings}",
-        note_fields=("ms_per_call", "first_call_s", "loss_first",
+        note_fields=("ms_per_call", "first_call_s", "rel_err", "loss_first",
                      "loss_last"))
     rows.emit_json("model", settings)
     if _OUTPUT_JSON.value:

@@ -239,7 +239,9 @@ class DistributedTest(TinyDataTest):
           config, os.path.join(config.train_dir, "weights.npz"))
     self.assertEqual(int(outputs["default"]["replicas"]), 1)
     self.assertEqual(int(outputs["mirrored"]["replicas"]), 2)
-    for key in outputs["default"]:
+    weights = set(outputs["default"]) - {"replicas"}
+    self.assertLen(weights, 4)  # Logits w and b of each stream.
+    for key in weights:
       np.testing.assert_allclose(outputs["mirrored"][key],
                                  outputs["default"][key], rtol=1e-4,
                                  atol=1e-6, err_msg=key)
@@ -250,10 +252,15 @@ class DistributedTest(TinyDataTest):
     config = self.config(strategy="multi_worker", num_steps=3,
                          checkpoint_every=2)
     training.save_config(config)
-    workers = []
+    workers, logs = [], []
     for index in range(2):
       env = dict(os.environ, TF_CONFIG=json.dumps(
           {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+      # Files, not pipes: a worker blocked on a full pipe would stall the
+      # other in a collective op.
+      logs.append(open(os.path.join(config.train_dir, f"worker{index}.log"),
+                       "w+"))
+      self.addCleanup(logs[-1].close)
       workers.append(subprocess.Popen(
           [sys.executable, os.path.join(ROOT, "train.py"), "--noprepare",
            f"--cache_dir={self.cache_dir}", f"--train_dir={config.train_dir}",
@@ -261,11 +268,11 @@ class DistributedTest(TinyDataTest):
            "--batch_size=2", "--num_steps=3", "--checkpoint_every=2",
            f"--rgb_checkpoint={self.rgb_checkpoint}", "--feature_views=1",
            "--noexport", "--eval_num_frames=4"],
-          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-          text=True))
-    for worker in workers:
-      output, _ = worker.communicate(timeout=400)
-      self.assertEqual(worker.returncode, 0, output[-3000:])
+          cwd=ROOT, env=env, stdout=logs[-1], stderr=subprocess.STDOUT))
+    for worker, log in zip(workers, logs):
+      worker.wait(timeout=400)
+      log.seek(0)
+      self.assertEqual(worker.returncode, 0, log.read()[-3000:])
     self.assertEqual(os.path.basename(training.latest_checkpoint(
         config.train_dir)), "ckpt-3")
     with open(os.path.join(config.train_dir, training.METRICS_FILE)) as f:
