@@ -25,8 +25,9 @@ log lines of the job:
             (when the first "step" line's steps/s says the loop started);
   train     the training loop, to the last "step N/N" line (mid-run
             evaluations, if any, included);
-  eval      the last step line to the last "eval at step" line (the final
-            checkpoint and the evaluation of the held-out videos);
+  checkpoint the last step line to "Evaluating N videos" (the final
+            checkpoint, setting up the evaluation);
+  eval      to the last "eval at step" line (the held-out videos);
   finish    that line to the job's exit (report, metrics, exports).
 A phase whose start line is missing is merged into the phase before it.
 Prints a readable table, then one JSON line; `--log` keeps the job's output.
@@ -67,7 +68,7 @@ _LOG = flags.DEFINE_string("log", None, "Write the job's output here.")
 _TIMEOUT = flags.DEFINE_integer("timeout_s", 3600, "Kill the job after this.")
 
 PHASES = ("startup", "generate", "prepare", "model", "features", "train",
-          "eval", "finish")
+          "checkpoint", "eval", "finish")
 
 _STEP = re.compile(r"\] step (\d+)/(\d+) .* ([\d.]+) steps/s")
 _RESUMED = re.compile(r"\] Resumed from .* at step (\d+)")
@@ -131,8 +132,11 @@ def phase_starts(lines: Sequence[Tuple[float, str]]) -> Dict[str, float]:
     step, rate = int(match.group(1)), float(match.group(3))
     # Trainer.train logs (step - first_step) / (time since the loop began).
     starts["train"] = t - (step - first_step) / rate if rate > 0 else t
-    starts["eval"] = step_lines[-1][0]
-    starts["finish"] = _last(lines, r"\] eval at step", after=starts["eval"])
+    starts["checkpoint"] = step_lines[-1][0]
+    starts["eval"] = _first(lines, r"\] Evaluating \d+ videos",
+                            after=starts["checkpoint"])
+    starts["finish"] = _last(lines, r"\] eval at step",
+                             after=starts["checkpoint"])
   return {k: v for k, v in starts.items() if v is not None}
 
 

@@ -1,0 +1,247 @@
+r"""Benchmark of training with a frozen backbone: cached features or not.
+
+From the repository root:
+
+  PYTHONPATH=. python3 benchmarks/head_training.py      # demo sizes, ~3 min
+  PYTHONPATH=. python3 benchmarks/head_training.py --trainable=logits,mixed_5
+  PYTHONPATH=. python3 benchmarks/head_training.py --cache_dir=data/synthetic_cache
+
+With `--trainable=logits` or `mixed_5` the Trainer either computes the frozen
+part once for `feature_views` augmented views per video and trains on the
+cached outputs (the fast path, `TrainConfig.uses_feature_cache`), or runs the
+frozen backbone on a new clip every step (the slow path, `--nofeature_cache`).
+For each trainable setting this measures, in one run on one Trainer:
+  extract  Trainer.training_features (tracing, tf.data clips from the cache,
+           frozen forward, saving the .npz) in views/s, against the same
+           work pre-traced (what tracing costs), the frozen forward alone on
+           one constant batch (what the input pipeline costs) and that with
+           bfloat16 automatic mixed precision (oneDNN, CPU; the features'
+           relative error is reported);
+  train    steps/s of the slow path (Trainer's step on the tf.data clips) vs.
+           the same step on one constant batch (does the pipeline starve the
+           model?) and the fast path (the step on cached features);
+  amortised the wall time of a run of `--run_steps` steps over
+           `--run_videos` training videos: slow path vs. fast path including
+           its one-time extraction, and the break-even number of steps.
+The cache is built from the synthetic generator (DIS flow) unless
+`--cache_dir` names a prepared one. Prints a table, then one JSON line.
+"""
+
+import math
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from typing import Any, Callable, Dict, Sequence
+
+from absl import app
+from absl import flags
+
+from benchmarks import common
+
+common.quiet_tensorflow_logs()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np
+import tensorflow as tf
+
+from i3d import dataset
+from i3d import synthetic
+from i3d import training
+from i3d import video
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+_CACHE_DIR = flags.DEFINE_string(
+    "cache_dir", None, "A prepared cache to use (default: a fresh synthetic "
+    "one of --clips_per_class clips per class).")
+_CLIPS_PER_CLASS = flags.DEFINE_integer(
+    "clips_per_class", 1, "Synthetic clips per class of the fresh cache.")
+_TRAINABLE = flags.DEFINE_list(
+    "trainable", ["mixed_5"], "Settings of --trainable to measure, e.g. "
+    "logits,mixed_5 (each freezes a backbone part; demo: mixed_5).")
+_STREAM = flags.DEFINE_enum("stream", "joint", ["rgb", "flow", "joint"],
+                            "Streams.")
+_NUM_FRAMES = flags.DEFINE_integer("num_frames", 32, "Frames per clip "
+                                   "(demo: 32).")
+_CROP_SIZE = flags.DEFINE_integer("crop_size", 112, "Crop (demo: 112).")
+_SHORT_SIDE = flags.DEFINE_integer("short_side", 128, "Frame size of the "
+                                   "fresh cache (demo: 128).")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Batch (demo: 16).")
+_FEATURE_VIEWS = flags.DEFINE_integer("feature_views", 4,
+                                      "Views per video (demo: 4).")
+_SLOW_STEPS = flags.DEFINE_integer("slow_steps", 2, "Timed slow-path steps.")
+_FAST_STEPS = flags.DEFINE_integer("fast_steps", 20, "Timed fast-path steps.")
+_RUN_STEPS = flags.DEFINE_integer("run_steps", 300,
+                                  "Steps of the amortised run (demo: 300).")
+_RUN_VIDEOS = flags.DEFINE_integer(
+    "run_videos", 160, "Training videos of the amortised run (demo: 160).")
+_AMP = flags.DEFINE_bool(
+    "amp", True, "Also time the extraction with bfloat16 mixed precision "
+    "(CPU only).")
+_RGB_CHECKPOINT = flags.DEFINE_string(
+    "rgb_checkpoint", common.DEFAULT_RGB_CHECKPOINT,
+    "Kinetics RGB weights, or 'random'.")
+
+
+def make_cache(workdir: str) -> str:
+  """Generates and prepares a small synthetic dataset (train split only)."""
+  manifest = synthetic.generate_dataset(
+      os.path.join(workdir, "videos"), clips_per_class=_CLIPS_PER_CLASS.value,
+      seed=0, num_workers=os.cpu_count() or 1)
+  cache_dir = os.path.join(workdir, "cache")
+  report = dataset.prepare_dataset(
+      cache_dir, manifest=manifest,
+      config=video.PreprocessConfig(short_side=_SHORT_SIDE.value,
+                                    flow_algorithm="dis"),
+      num_workers=os.cpu_count() or 1, eval_fraction=0.0)
+  assert report.ok, report.summary()
+  return cache_dir
+
+
+def timed(fn: Callable[[], Any]) -> float:
+  start = time.perf_counter()
+  fn()
+  return time.perf_counter() - start
+
+
+def features_dataset(features: Dict[str, np.ndarray], config: Any):
+  """The fast path's batches, as Trainer.train makes them."""
+  return tf.data.Dataset.from_tensor_slices(features).shuffle(
+      len(features["label"]), seed=config.seed).repeat().batch(
+          config.batch_size, drop_remainder=True).prefetch(2)
+
+
+def measure(trainable: str, cache_dir: str, checkpoint: str, workdir: str,
+            rows: common.Rows) -> None:
+  """Adds the rows of one --trainable setting."""
+  config = training.TrainConfig(
+      cache_dir=cache_dir, train_dir=tempfile.mkdtemp(dir=workdir),
+      classes=dataset.read_cache(cache_dir).classes, stream=_STREAM.value,
+      num_frames=_NUM_FRAMES.value, crop_size=_CROP_SIZE.value,
+      batch_size=_BATCH_SIZE.value, trainable=trainable,
+      learning_rate=0.01, lr_schedule="constant",
+      feature_views=_FEATURE_VIEWS.value, rgb_checkpoint=checkpoint,
+      export=False)
+  trainer = training.Trainer(config)
+  num_videos = len(dataset.read_cache(cache_dir).split_entries("train"))
+  num_views = math.ceil(num_videos * config.feature_views /
+                        config.batch_size) * config.batch_size
+  name = f"{trainable} ({config.stream} {config.num_frames}x" \
+         f"{config.crop_size} b{config.batch_size})"
+
+  # One-time extraction, as the Trainer does it (tracing, pipeline, forward,
+  # saving the .npz), then the same work pre-traced, then parts of it.
+  extract_s = timed(trainer.training_features)
+  features = trainer.training_features()  # Now read back from the .npz.
+  base = rows.add("extract", f"{name}: training_features (one-time)",
+                  num_views / extract_s, "views/s", seconds=round(extract_s, 2),
+                  views=num_views)["name"]
+  clips = trainer._clip_dataset(config.seed)  # pylint: disable=protected-access
+  batch = next(iter(clips))
+  frozen = tf.function(lambda x: {s: st.frozen(x[s])
+                                  for s, st in trainer.stages.items()})
+  run_frozen = lambda: [v.numpy() for v in frozen(batch).values()]
+  run_frozen()  # Traces.
+  seconds = timed(lambda: [[v.numpy() for v in frozen(b).values()]
+                           for b in clips.take(num_views // config.batch_size)])
+  rows.add("extract", f"{name}: pre-traced frozen forward on tf.data clips",
+           num_views / seconds, "views/s", base)
+  seconds = statistics.median(timed(run_frozen) for _ in range(2))
+  rows.add("extract", f"{name}: frozen forward only (one constant batch)",
+           config.batch_size / seconds, "views/s", base)
+  if _AMP.value and not tf.config.list_physical_devices("GPU"):
+    reference = {s: v.numpy() for s, v in frozen(batch).items()}
+    restore = common.grappler_options(
+        {"auto_mixed_precision_onednn_bfloat16": True})
+    try:
+      run_frozen()  # Optimises the graph again, in bfloat16.
+      seconds = statistics.median(timed(run_frozen) for _ in range(2))
+      amp = {s: v.numpy() for s, v in frozen(batch).items()}
+    finally:
+      restore()
+    error = max(np.linalg.norm(amp[s] - reference[s]) /
+                np.linalg.norm(reference[s]) for s in reference)
+    rows.add("extract", f"{name}: frozen forward only, bf16 AMP",
+             config.batch_size / seconds, "views/s", base,
+             rel_err=float(f"{error:.2g}"))
+
+  # Training steps: slow path on the pipeline, on a constant batch; fast path.
+  slow_step = trainer._make_train_step(False)  # pylint: disable=protected-access
+  fast_step = trainer._make_train_step(True)  # pylint: disable=protected-access
+  distribute = trainer.strategy.experimental_distribute_dataset
+  pipeline = iter(distribute(trainer._clip_dataset(config.seed + 1)))  # pylint: disable=protected-access
+  constant = iter(distribute(tf.data.Dataset.from_tensors(batch).repeat()))
+  cached = iter(distribute(features_dataset(features, config)))
+  runs = {"slow": lambda: float(slow_step(pipeline)["loss"]),
+          "constant": lambda: float(slow_step(constant)["loss"]),
+          "fast": lambda: float(fast_step(cached)["loss"])}
+  for run in runs.values():  # Trace, and fill the pipeline's buffers.
+    run()
+  times = {k: [] for k in runs}
+  fast_per_round = max(1, _FAST_STEPS.value // max(_SLOW_STEPS.value, 1))
+  for _ in range(max(_SLOW_STEPS.value, 1)):  # Interleaved against load.
+    times["slow"].append(timed(runs["slow"]))
+    times["constant"].append(timed(runs["constant"]))
+    times["fast"].append(timed(lambda: [runs["fast"]()
+                                        for _ in range(fast_per_round)])
+                         / fast_per_round)
+  rate = {k: 1.0 / statistics.median(v) for k, v in times.items()}
+  slow = rows.add("train", f"{name}: slow path (backbone every step)",
+                  rate["slow"], "steps/s")["name"]
+  rows.add("train", f"{name}: slow path, constant batch (no pipeline)",
+           rate["constant"], "steps/s", slow)
+  rows.add("train", f"{name}: fast path (cached features)", rate["fast"],
+           "steps/s", slow)
+
+  # The amortised run.
+  run_views = _RUN_VIDEOS.value * config.feature_views
+  run_extract = run_views / (num_views / extract_s)
+  slow_total = _RUN_STEPS.value / rate["slow"]
+  fast_total = run_extract + _RUN_STEPS.value / rate["fast"]
+  per_step_saving = 1.0 / rate["slow"] - 1.0 / rate["fast"]
+  slow_row = rows.add(
+      "amortised", f"{name}: {_RUN_STEPS.value} steps, slow path",
+      slow_total, "s")["name"]
+  rows.add("amortised", f"{name}: {_RUN_STEPS.value} steps, fast path + "
+           f"extraction of {run_views} views", fast_total, "s", slow_row,
+           extraction_s=round(run_extract, 1),
+           break_even_steps=(round(run_extract / per_step_saving)
+                             if per_step_saving > 0 else None))
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError("Too many command-line arguments.")
+  workdir = tempfile.mkdtemp(prefix="i3d_head_bench_")
+  try:
+    start = time.perf_counter()
+    cache_dir = _CACHE_DIR.value or make_cache(workdir)
+    cache_s = time.perf_counter() - start
+    checkpoint = common.rgb_checkpoint(_RGB_CHECKPOINT.value, workdir)
+    rows = common.Rows()
+    for trainable in _TRAINABLE.value:
+      if trainable not in training.TRAINABLE_BOUNDARIES or (
+          training.TRAINABLE_BOUNDARIES[trainable] is None):
+        raise app.UsageError(f"--trainable={trainable} freezes nothing")
+      measure(trainable, cache_dir, checkpoint, workdir, rows)
+    info = dataset.read_cache(cache_dir)
+    settings = {"cache_dir": _CACHE_DIR.value or "fresh synthetic",
+                "train_videos": len(info.split_entries("train")),
+                "cache_build_s": round(cache_s, 1),
+                "feature_views": _FEATURE_VIEWS.value,
+                "run_steps": _RUN_STEPS.value,
+                "run_videos": _RUN_VIDEOS.value,
+                "rgb_checkpoint": checkpoint}
+    rows.print_table(
+        f"Frozen-backbone training benchmark on {common.machine()}; load "
+        f"{common.load_average()}; {settings}",
+        note_fields=("seconds", "rel_err", "extraction_s",
+                     "break_even_steps"))
+    rows.emit_json("head_training", settings)
+  finally:
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
