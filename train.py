@@ -26,6 +26,7 @@ from i3d import export
 from i3d import synthetic
 from i3d import trained
 from i3d import training
+from i3d import two_stream
 from i3d import video
 
 _DEFAULTS = training.TrainConfig(cache_dir="", train_dir="")
@@ -207,7 +208,7 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not _CACHE_DIR.value:
     raise app.UsageError("--cache_dir is required")
-  streams = training.two_stream.parse_streams(_STREAM.value)
+  streams = two_stream.parse_streams(_STREAM.value)
   try:
     if _PREPARE.value:
       _prepare(_maybe_generate_demo_data(), streams)
