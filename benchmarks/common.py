@@ -13,8 +13,6 @@ import datetime
 import json
 import os
 import platform
-import statistics
-import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 
@@ -92,36 +90,6 @@ class Rows:
         "results": self.rows,
         **extra,
     }))
-
-
-def time_calls(fn: Callable[[], Any], repeats: int,
-               warmup: int = 1) -> Dict[str, Any]:
-  """Times `fn` (which must block until its work is done).
-
-  Args:
-    fn: the call to time; its results are kept in "results".
-    repeats: timed calls.
-    warmup: untimed calls first (the first one's time is "first_s": tracing,
-      graph optimisation or XLA compilation).
-
-  Returns:
-    {"first_s", "median_s", "min_s", "times_s", "results"}.
-  """
-  results = []
-  first_s = None
-  for _ in range(warmup):
-    start = time.perf_counter()
-    results.append(fn())
-    if first_s is None:
-      first_s = time.perf_counter() - start
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    results.append(fn())
-    times.append(time.perf_counter() - start)
-  return {"first_s": first_s, "median_s": statistics.median(times),
-          "min_s": min(times), "times_s": [round(t, 4) for t in times],
-          "results": results}
 
 
 def quiet_tensorflow_logs() -> None:

@@ -22,7 +22,10 @@ log lines of the job:
   model     the summary to "Computing frozen features" or the training loop:
             building the two streams, fetching / restoring the weights;
   features  "Computing frozen features" to the start of the training loop
-            (when the first "step" line's steps/s says the loop started);
+            (when the first "step" line's steps/s says the loop started), or
+            to the "Features: N/N batches" line when there is one;
+  train_setup that line to the start of the training loop (saving the
+            features, building the feature dataset);
   train     the training loop, to the last "step N/N" line (mid-run
             evaluations, if any, included);
   checkpoint the last step line to "Evaluating N videos" (the final
@@ -66,10 +69,13 @@ _OWN_PATHS = flags.DEFINE_bool(
     "--train_dir (relative to the repository root: reuses what is there).")
 _LOG = flags.DEFINE_string("log", None, "Write the job's output here.")
 _TIMEOUT = flags.DEFINE_integer("timeout_s", 3600, "Kill the job after this.")
+_FROM_LOG = flags.DEFINE_string(
+    "from_log", None, "Analyse a log written by --log instead of running.")
 
-PHASES = ("startup", "generate", "prepare", "model", "features", "train",
-          "checkpoint", "eval", "finish")
+PHASES = ("startup", "generate", "prepare", "model", "features",
+          "train_setup", "train", "checkpoint", "eval", "finish")
 
+_FEATURES_DONE = re.compile(r"\] Features: (\d+)/(\d+) batches")
 _STEP = re.compile(r"\] step (\d+)/(\d+) .* ([\d.]+) steps/s")
 _RESUMED = re.compile(r"\] Resumed from .* at step (\d+)")
 
@@ -120,6 +126,10 @@ def phase_starts(lines: Sequence[Tuple[float, str]]) -> Dict[str, float]:
     starts["model"] = _first(lines, r"Restored \d+ variables|is already in "
                              r"place|Running .* pip download")
   starts["features"] = _first(lines, r"Computing frozen features")
+  for t, line in lines:  # The last batch's progress line, if logged.
+    match = _FEATURES_DONE.search(line)
+    if match and match.group(1) == match.group(2):
+      starts["train_setup"] = t
   first_step = 0
   for _, line in lines:
     match = _RESUMED.search(line)
@@ -148,6 +158,26 @@ def phase_durations(starts: Dict[str, float],
           for i, (t, phase) in enumerate(ordered)}
 
 
+def read_log(path: str) -> Tuple[List[Tuple[float, str]], int, float,
+                                  List[str], str]:
+  """Reads a --log file: (lines, exit code, total s, command, cwd)."""
+  lines, code, total, command, cwd = [], 0, 0.0, [], ""
+  with open(path, encoding="utf-8") as f:
+    for text in f:
+      text = text.rstrip("\n")
+      if text.startswith("# command: "):
+        command = text[len("# command: "):].split(" ")
+      elif text.startswith("# cwd: "):
+        cwd = text[len("# cwd: "):]
+      elif text.startswith("# exit "):
+        code, total = int(text.split()[2]), float(text.split()[4])
+      elif text[:9].strip():
+        lines.append((float(text[:9]), text[10:]))
+  if not total and lines:  # A log without its footer: its last line.
+    total = lines[-1][0]
+  return lines, code, total, command, cwd
+
+
 def job_command(workdir: str) -> Tuple[List[str], str]:
   """The train.py command line and the directory to run it in."""
   command = [sys.executable, os.path.join(ROOT, "train.py"),
@@ -166,19 +196,24 @@ def job_command(workdir: str) -> Tuple[List[str], str]:
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError("Too many command-line arguments.")
-  workdir = _WORKDIR.value or tempfile.mkdtemp(prefix="i3d_end_to_end_")
-  os.makedirs(workdir, exist_ok=True)
   load_before = common.load_average()
-  try:
-    command, cwd = job_command(workdir)
-    print("Running", " ".join(command), f"(in {cwd})", flush=True)
-    lines, code, total = run_job(command, cwd, _TIMEOUT.value)
-  finally:
-    if not _WORKDIR.value:
-      shutil.rmtree(workdir, ignore_errors=True)
-  if _LOG.value:
+  if _FROM_LOG.value:
+    lines, code, total, command, cwd = read_log(_FROM_LOG.value)
+  else:
+    workdir = _WORKDIR.value or tempfile.mkdtemp(prefix="i3d_end_to_end_")
+    os.makedirs(workdir, exist_ok=True)
+    try:
+      command, cwd = job_command(workdir)
+      print("Running", " ".join(command), f"(in {cwd})", flush=True)
+      lines, code, total = run_job(command, cwd, _TIMEOUT.value)
+    finally:
+      if not _WORKDIR.value:
+        shutil.rmtree(workdir, ignore_errors=True)
+  if _LOG.value and not _FROM_LOG.value:
     with open(_LOG.value, "w", encoding="utf-8") as f:
+      f.write(f"# command: {' '.join(command)}\n# cwd: {cwd}\n")
       f.writelines(f"{t:9.2f} {line}\n" for t, line in lines)
+      f.write(f"# exit {code} after {total:.2f} s\n")
   starts = phase_starts(lines)
   durations = phase_durations(starts, total)
   rows = common.Rows()
@@ -197,6 +232,7 @@ def main(argv: Sequence[str]) -> None:
   if report:
     summary["eval_line"] = report[-1].split("] ", 1)[-1]
   settings = {"command": " ".join(command), "cwd": cwd,
+              "from_log": _FROM_LOG.value,
               "fresh_workdir": not _WORKDIR.value,
               "fresh_weights": _FRESH_WEIGHTS.value,
               "load_before": load_before}

@@ -2,9 +2,10 @@ r"""Benchmark of training with a frozen backbone: cached features or not.
 
 From the repository root:
 
-  PYTHONPATH=. python3 benchmarks/head_training.py      # demo sizes, ~3 min
+  PYTHONPATH=. python3 benchmarks/head_training.py      # demo's, ~2-3 min
   PYTHONPATH=. python3 benchmarks/head_training.py --trainable=logits,mixed_5
-  PYTHONPATH=. python3 benchmarks/head_training.py --cache_dir=data/synthetic_cache
+  PYTHONPATH=. python3 benchmarks/head_training.py \
+      --cache_dir=data/synthetic_cache
 
 With `--trainable=logits` or `mixed_5` the Trainer either computes the frozen
 part once for `feature_views` augmented views per video and trains on the
@@ -12,11 +13,12 @@ cached outputs (the fast path, `TrainConfig.uses_feature_cache`), or runs the
 frozen backbone on a new clip every step (the slow path, `--nofeature_cache`).
 For each trainable setting this measures, in one run on one Trainer:
   extract  Trainer.training_features (tracing, tf.data clips from the cache,
-           frozen forward, saving the .npz) in views/s, against the same
-           work pre-traced (what tracing costs), the frozen forward alone on
-           one constant batch (what the input pipeline costs) and that with
-           bfloat16 automatic mixed precision (oneDNN, CPU; the features'
-           relative error is reported);
+           frozen forward, saving the .npz) in views/s, against, batch by
+           batch and interleaved, the same work pre-traced (so the
+           difference is tracing and saving), the frozen forward alone on one
+           constant batch (the difference is the input pipeline) and that
+           with bfloat16 automatic mixed precision (oneDNN, CPU; the
+           features' relative error is reported);
   train    steps/s of the slow path (Trainer's step on the tf.data clips) vs.
            the same step on one constant batch (does the pipeline starve the
            model?) and the fast path (the step on cached features);
@@ -27,6 +29,10 @@ The cache is built from the synthetic generator (DIS flow) unless
 `--cache_dir` names a prepared one. Prints a table, then one JSON line.
 """
 
+# The benchmarks drive the Trainer's internals (its step, its datasets).
+# pylint: disable=protected-access
+
+import gc
 import math
 import os
 import shutil
@@ -70,6 +76,8 @@ _SHORT_SIDE = flags.DEFINE_integer("short_side", 128, "Frame size of the "
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Batch (demo: 16).")
 _FEATURE_VIEWS = flags.DEFINE_integer("feature_views", 4,
                                       "Views per video (demo: 4).")
+_EXTRACT_ROUNDS = flags.DEFINE_integer(
+    "extract_rounds", 3, "Timed batches of each extraction variant.")
 _SLOW_STEPS = flags.DEFINE_integer("slow_steps", 2, "Timed slow-path steps.")
 _FAST_STEPS = flags.DEFINE_integer("fast_steps", 20, "Timed fast-path steps.")
 _RUN_STEPS = flags.DEFINE_integer("run_steps", 300,
@@ -137,45 +145,55 @@ def measure(trainable: str, cache_dir: str, checkpoint: str, workdir: str,
   base = rows.add("extract", f"{name}: training_features (one-time)",
                   num_views / extract_s, "views/s", seconds=round(extract_s, 2),
                   views=num_views)["name"]
-  clips = trainer._clip_dataset(config.seed)  # pylint: disable=protected-access
-  batch = next(iter(clips))
+  clips = iter(trainer._clip_dataset(config.seed))
+  batch = next(clips)
   frozen = tf.function(lambda x: {s: st.frozen(x[s])
                                   for s, st in trainer.stages.items()})
-  run_frozen = lambda: [v.numpy() for v in frozen(batch).values()]
-  run_frozen()  # Traces.
-  seconds = timed(lambda: [[v.numpy() for v in frozen(b).values()]
-                           for b in clips.take(num_views // config.batch_size)])
-  rows.add("extract", f"{name}: pre-traced frozen forward on tf.data clips",
-           num_views / seconds, "views/s", base)
-  seconds = statistics.median(timed(run_frozen) for _ in range(2))
-  rows.add("extract", f"{name}: frozen forward only (one constant batch)",
-           config.batch_size / seconds, "views/s", base)
-  if _AMP.value and not tf.config.list_physical_devices("GPU"):
-    reference = {s: v.numpy() for s, v in frozen(batch).items()}
-    restore = common.grappler_options(
-        {"auto_mixed_precision_onednn_bfloat16": True})
-    try:
-      run_frozen()  # Optimises the graph again, in bfloat16.
-      seconds = statistics.median(timed(run_frozen) for _ in range(2))
-      amp = {s: v.numpy() for s, v in frozen(batch).items()}
+  run_frozen = lambda x: {s: v.numpy() for s, v in frozen(x).items()}
+  amp_options = ({"auto_mixed_precision_onednn_bfloat16": True}
+                 if _AMP.value and not tf.config.list_physical_devices("GPU")
+                 else None)
+
+  def run_amp() -> Dict[str, np.ndarray]:
+    restore = common.grappler_options(amp_options)
+    try:  # The first call optimises the graph again, in bfloat16.
+      return run_frozen(batch)
     finally:
       restore()
+  reference = run_frozen(batch)  # Traces.
+  amp = run_amp() if amp_options else None
+  times = {"pipeline": [], "constant": [], "amp": []}
+  for _ in range(_EXTRACT_ROUNDS.value):  # Interleaved against load.
+    times["pipeline"].append(timed(lambda: run_frozen(next(clips))))
+    times["constant"].append(timed(lambda: run_frozen(batch)))
+    if amp_options:
+      times["amp"].append(timed(run_amp))
+  clips = None  # Frees the iterator and its prefetching threads.
+  rate = {k: config.batch_size / statistics.median(v)
+          for k, v in times.items() if v}
+  rows.add("extract", f"{name}: pre-traced frozen forward on tf.data clips",
+           rate["pipeline"], "views/s", base)
+  rows.add("extract", f"{name}: frozen forward only (one constant batch)",
+           rate["constant"], "views/s", base)
+  if amp is not None:
     error = max(np.linalg.norm(amp[s] - reference[s]) /
                 np.linalg.norm(reference[s]) for s in reference)
     rows.add("extract", f"{name}: frozen forward only, bf16 AMP",
-             config.batch_size / seconds, "views/s", base,
-             rel_err=float(f"{error:.2g}"))
+             rate["amp"], "views/s", base, rel_err=float(f"{error:.2g}"))
 
   # Training steps: slow path on the pipeline, on a constant batch; fast path.
-  slow_step = trainer._make_train_step(False)  # pylint: disable=protected-access
-  fast_step = trainer._make_train_step(True)  # pylint: disable=protected-access
+  slow_step = trainer._make_train_step(False)
+  fast_step = trainer._make_train_step(True)
   distribute = trainer.strategy.experimental_distribute_dataset
-  pipeline = iter(distribute(trainer._clip_dataset(config.seed + 1)))  # pylint: disable=protected-access
-  constant = iter(distribute(tf.data.Dataset.from_tensors(batch).repeat()))
-  cached = iter(distribute(features_dataset(features, config)))
-  runs = {"slow": lambda: float(slow_step(pipeline)["loss"]),
-          "constant": lambda: float(slow_step(constant)["loss"]),
-          "fast": lambda: float(fast_step(cached)["loss"])}
+  iterators = {
+      "slow": iter(distribute(trainer._clip_dataset(config.seed + 1))),
+      "constant": iter(distribute(
+          tf.data.Dataset.from_tensors(batch).repeat())),
+      "fast": iter(distribute(features_dataset(features, config)))}
+  runs = {
+      "slow": lambda: float(slow_step(iterators["slow"])["loss"]),
+      "constant": lambda: float(slow_step(iterators["constant"])["loss"]),
+      "fast": lambda: float(fast_step(iterators["fast"])["loss"])}
   for run in runs.values():  # Trace, and fill the pipeline's buffers.
     run()
   times = {k: [] for k in runs}
@@ -186,6 +204,10 @@ def measure(trainable: str, cache_dir: str, checkpoint: str, workdir: str,
     times["fast"].append(timed(lambda: [runs["fast"]()
                                         for _ in range(fast_per_round)])
                          / fast_per_round)
+  # Iterators left alive keep their tf.data threads prefetching: an earlier
+  # setting's would slow the next one's measurements down.
+  iterators.clear()
+  gc.collect()
   rate = {k: 1.0 / statistics.median(v) for k, v in times.items()}
   slow = rows.add("train", f"{name}: slow path (backbone every step)",
                   rate["slow"], "steps/s")["name"]
