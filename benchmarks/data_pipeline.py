@@ -93,12 +93,6 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
   return result, time.perf_counter() - start
 
 
-def timed_median(fn: Callable[[], Any], repeats: int = 3) -> tuple[Any, float]:
-  """The median time of `repeats` calls (the first pays for cold memory)."""
-  results = [timed(fn) for _ in range(repeats)]
-  return results[-1][0], sorted(t for _, t in results)[repeats // 2]
-
-
 def decode_only(path: str) -> int:
   capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
   count = 0
@@ -154,17 +148,14 @@ def main(argv: list[str]) -> None:
       paths.append(path)
 
     # Decoding and RGB preprocessing.
-    # Medians of 3: a single call mostly timed the page faults of its first
-    # large allocation (rgb_to_model's 140 MB at 256 px: 0.48 s cold, 0.03 s
-    # warm).
-    count, seconds = timed_median(lambda: decode_only(paths[0]))
+    count, seconds = timed(lambda: decode_only(paths[0]))
     add("decode", f"decode {width}x{height} (OpenCV)", count / seconds,
         "frames/s")
-    frames, seconds = timed_median(
+    frames, seconds = timed(
         lambda: video.read_video(paths[0], short_side=config.short_side))
     add("decode", "read_video (25 fps, resize)", len(frames) / seconds,
         "frames/s", rows[0]["name"])
-    _, seconds = timed_median(lambda: video.rgb_to_model(
+    _, seconds = timed(lambda: video.rgb_to_model(
         video.read_video(paths[0], short_side=config.short_side)))
     add("decode", "read_video + rgb_to_model", len(frames) / seconds,
         "frames/s", rows[0]["name"])
