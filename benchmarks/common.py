@@ -115,28 +115,10 @@ def rgb_checkpoint(path: str, workdir: str) -> str:
   """
   if path != "random" and os.path.exists(path + ".index"):
     return path
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from i3d import checkpoints  # pylint: disable=g-import-not-at-top
-  from i3d import model as i3d_model  # pylint: disable=g-import-not-at-top
   if path != "random":
     print(f"{path} not found: using random weights")
-  net = i3d_model.InceptionI3d(400)
-  checkpoints.ensure_built(net, 3)
-  rng = np.random.default_rng(0)
-  tensors = {}
-  for name, variable in checkpoints.variable_map(net, "RGB").items():
-    shape = variable.shape.as_list()
-    if name.endswith("moving_variance"):
-      value = rng.uniform(0.5, 1.5, shape)
-    elif name.endswith("/w"):
-      value = rng.normal(0.0, 1.0 / np.sqrt(np.prod(shape[:-1])), shape)
-    else:
-      value = rng.normal(0.0, 0.1, shape)
-    tensors[name] = value.astype(np.float32)
-  prefix = os.path.join(workdir, "random_rgb", checkpoints.CHECKPOINT_NAME)
-  os.makedirs(os.path.dirname(prefix), exist_ok=True)
-  checkpoints.write_checkpoint(tensors, prefix)
-  return prefix
+  return checkpoints.write_random_checkpoint(os.path.join(workdir, "random_rgb"))
 
 
 def grappler_options(options: Mapping[str, bool]) -> Callable[[], None]:

@@ -490,6 +490,41 @@ def write_checkpoint(tensors: Mapping[str, np.ndarray], prefix: str) -> None:
       tensors=[tf.constant(tensors[n]) for n in names])
 
 
+def write_random_checkpoint(directory: str, stream: str = "rgb",
+                            num_classes: int = 400, seed: int = 0) -> str:
+  """Writes a DeepMind-layout checkpoint of one stream with random weights.
+
+  For tests and benchmarks that must not download the Kinetics weights.
+
+  Args:
+    directory: where `model.ckpt` goes (created if needed).
+    stream: "rgb" or "flow".
+    num_classes: size of the Logits layer.
+    seed: seed of the values.
+
+  Returns:
+    The checkpoint prefix.
+  """
+  net = i3d_model.InceptionI3d(num_classes)
+  ensure_built(net, STREAM_CHANNELS[stream])
+  rng = np.random.RandomState(seed)
+  tensors = {}
+  for name, variable in variable_map(
+      net, STREAM_SCOPES[stream]).items():
+    shape = variable.shape.as_list()
+    if name.endswith("moving_variance"):
+      value = rng.uniform(0.5, 1.5, shape)
+    elif name.endswith("/w"):
+      value = rng.normal(0.0, 1.0 / np.sqrt(np.prod(shape[:-1])), shape)
+    else:
+      value = rng.normal(0.0, 0.1, shape)
+    tensors[name] = value.astype(np.float32)
+  os.makedirs(directory, exist_ok=True)
+  prefix = os.path.join(directory, CHECKPOINT_NAME)
+  write_checkpoint(tensors, prefix)
+  return prefix
+
+
 def write_checkpoint_dir(tensors: Mapping[str, np.ndarray], directory: str,
                          provenance: Mapping[str, str]) -> str:
   """Atomically writes a checkpoint directory with a provenance file.

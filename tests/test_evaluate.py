@@ -12,6 +12,7 @@ from absl.testing import absltest
 import cv2
 import numpy as np
 
+from i3d import checkpoints
 from i3d import dataset
 from i3d import evaluation
 from i3d import trained
@@ -59,7 +60,7 @@ def setUpModule():
       cache_dir=_Run.cache_dir, train_dir=_Run.train_dir, classes=CLASSES,
       stream="joint", num_frames=4, crop_size=32, batch_size=2, num_steps=1,
       feature_views=1, export=False, rgb_checkpoint=(
-          testdata.write_random_checkpoint(os.path.join(_Run.root, "rgb"))))
+          checkpoints.write_random_checkpoint(os.path.join(_Run.root, "rgb"))))
   training.save_config(config)
   training.Trainer(config).train()
   _Run.model = trained.load_run(_Run.train_dir)
@@ -169,7 +170,7 @@ class LoadErrorsTest(TrainedRunTest):
       trained.load_run(copy)
 
   def test_checkpoint_of_another_kind(self):
-    kinetics = testdata.write_random_checkpoint(
+    kinetics = checkpoints.write_random_checkpoint(
         os.path.join(self.tempdir(), "kinetics"))
     with self.assertRaisesRegex(trained.ModelError,
                                 "not a checkpoint written by train.py"):

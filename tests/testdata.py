@@ -7,10 +7,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from i3d import checkpoints
 from i3d import dataset
-from i3d import model as i3d_model
-from i3d import two_stream
 from i3d import video
 
 
@@ -68,26 +65,3 @@ def prepare_direction_cache(root: str, classes: Sequence[str] = ("right",
       eval_fraction=0.25, seed=0)
   assert report.ok, report.summary()
   return cache_dir
-
-
-def write_random_checkpoint(directory: str, stream: str = "rgb",
-                            num_classes: int = 400, seed: int = 0) -> str:
-  """A DeepMind-layout checkpoint of one stream with random weights."""
-  net = i3d_model.InceptionI3d(num_classes)
-  checkpoints.ensure_built(net, two_stream.STREAM_CHANNELS[stream])
-  rng = np.random.RandomState(seed)
-  tensors = {}
-  for name, variable in checkpoints.variable_map(
-      net, two_stream.STREAM_SCOPES[stream]).items():
-    shape = variable.shape.as_list()
-    if name.endswith("moving_variance"):
-      value = rng.uniform(0.5, 1.5, shape)
-    elif name.endswith("/w"):
-      value = rng.normal(0.0, 1.0 / np.sqrt(np.prod(shape[:-1])), shape)
-    else:
-      value = rng.normal(0.0, 0.1, shape)
-    tensors[name] = value.astype(np.float32)
-  os.makedirs(directory, exist_ok=True)
-  prefix = os.path.join(directory, checkpoints.CHECKPOINT_NAME)
-  checkpoints.write_checkpoint(tensors, prefix)
-  return prefix
