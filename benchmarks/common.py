@@ -118,7 +118,8 @@ def rgb_checkpoint(path: str, workdir: str) -> str:
   from i3d import checkpoints  # pylint: disable=g-import-not-at-top
   if path != "random":
     print(f"{path} not found: using random weights")
-  return checkpoints.write_random_checkpoint(os.path.join(workdir, "random_rgb"))
+  return checkpoints.write_random_checkpoint(
+      os.path.join(workdir, "random_rgb"))
 
 
 def grappler_options(options: Mapping[str, bool]) -> Callable[[], None]:
