@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from i3d import evaluation
+from tests import testdata
 
 CLASSES = ["squat", "push-up", "crunch"]
 # Six videos with true classes [0, 0, 0, 1, 1, 2]; each row's largest logit is
@@ -36,15 +37,6 @@ class _TempDirTestCase(parameterized.TestCase):
 
   def _tempdir(self) -> str:
     return self.enterContext(tempfile.TemporaryDirectory())
-
-
-def _read_frame_count(path: str) -> int:
-  capture = cv2.VideoCapture(path)
-  count = 0
-  while capture.read()[0]:
-    count += 1
-  capture.release()
-  return count
 
 
 class ComputeMetricsTest(_TempDirTestCase):
@@ -439,7 +431,7 @@ class AnnotatedVideoTest(_TempDirTestCase):
     out_path = os.path.join(self.directory, "again.mp4")
     self.assertEqual(
         evaluation.write_annotated_video(source, self.entries, out_path), 25)
-    self.assertEqual(_read_frame_count(out_path), 25)
+    self.assertEqual(testdata.count_frames(out_path), 25)
     capture = cv2.VideoCapture(out_path)
     self.assertAlmostEqual(capture.get(cv2.CAP_PROP_FPS), self.fps, places=3)
     capture.release()

@@ -93,15 +93,6 @@ class CricketSampleTest(absltest.TestCase):
             json_path)
 
 
-def count_frames(path: str) -> int:
-  capture = cv2.VideoCapture(path)
-  count = 0
-  while capture.read()[0]:
-    count += 1
-  capture.release()
-  return count
-
-
 class ExerciseModeTest(absltest.TestCase):
   """predict.py --checkpoint_dir on a run of an RGB model (random weights)."""
 
@@ -185,7 +176,7 @@ class ExerciseModeTest(absltest.TestCase):
       self.assertBetween(entry["probability"], 0.5, 1.0)
     with open(output_json) as f:
       self.assertEqual(json.load(f), entries)
-    self.assertEqual(count_frames(annotated), 45)
+    self.assertEqual(testdata.count_frames(annotated), 45)
     capture = cv2.VideoCapture(annotated)
     _, frame = capture.read()
     capture.release()

@@ -30,6 +30,16 @@ def write_moving_square(path: str, num_frames: int = 12, height: int = 40,
   return path
 
 
+def count_frames(path: str) -> int:
+  """Counts the frames OpenCV decodes from a video file."""
+  capture = cv2.VideoCapture(path)
+  count = 0
+  while capture.read()[0]:
+    count += 1
+  capture.release()
+  return count
+
+
 def make_direction_dataset(root: str, classes: Sequence[str] = ("right", "left"),
                            videos_per_class: int = 4,
                            num_subjects: int = 4) -> str:
