@@ -32,10 +32,10 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from i3d import dataset
-from i3d import evaluation
+from i3d.data import cache as dataset
+from i3d.eval import metrics as evaluation
 from i3d import labels
-from i3d import trained
+from i3d.eval import runs as trained
 
 _CHECKPOINT_DIR = flags.DEFINE_string(
     "checkpoint_dir", None, "The train.py train_dir to evaluate.")

@@ -30,13 +30,13 @@ from absl import logging
 import numpy as np
 
 from i3d import checkpoints
-from i3d import dataset
-from i3d import evaluation
+from i3d.data import cache as dataset
+from i3d.eval import metrics as evaluation
 from i3d import fileio
-from i3d import inference
+from i3d.eval import classify as inference
 from i3d import labels
-from i3d import trained
-from i3d import video
+from i3d.eval import runs as trained
+from i3d.video import preprocess as video
 
 # DeepMind's Kinetics inputs: 224 x 224 centre crops of 256-pixel frames.
 KINETICS_CROP_SIZE = 224

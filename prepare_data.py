@@ -16,8 +16,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from i3d import flow
-from i3d import video
+from i3d.video import flow
+from i3d.video import preprocess as video
 
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "Folder with one sub-folder of videos per class.")
@@ -56,7 +56,7 @@ def main(argv: Sequence[str]) -> int:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   # Imported here, not at the top: worker processes are spawned and re-import
   # this script, and should not each spend seconds importing TensorFlow.
-  from i3d import dataset  # pylint: disable=g-import-not-at-top
+  from i3d.data import cache as dataset  # pylint: disable=g-import-not-at-top
   try:
     config = video.PreprocessConfig(
         fps=_FPS.value,

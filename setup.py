@@ -11,8 +11,8 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["i3d"],
-    package_data={"i3d": ["data/*.txt", "data/LICENSE.kinetics-i3d"]},
+    packages=setuptools.find_packages(include=["i3d", "i3d.*", "i3d_demo"]),
+    package_data={"i3d": ["label_maps/*.txt", "label_maps/LICENSE.kinetics-i3d"]},
     py_modules=["train", "evaluate", "predict", "prepare_data"],
     install_requires=[
         "tensorflow==2.21.*",

@@ -20,14 +20,14 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from i3d import dataset
-from i3d import evaluation
+from i3d.data import cache as dataset
+from i3d.eval import metrics as evaluation
 from i3d import export
-from i3d import synthetic
-from i3d import trained
-from i3d import training
+from i3d_demo import synthetic
+from i3d.eval import runs as trained
+from i3d.train import loop as training
 from i3d import two_stream
-from i3d import video
+from i3d.video import preprocess as video
 
 _DEFAULTS = training.TrainConfig(cache_dir="", train_dir="")
 
@@ -57,7 +57,7 @@ _EVAL_FRACTION = flags.DEFINE_float(
     "eval_fraction", 0.2, "Fraction of subjects (or videos) held out.")
 _SYNTHETIC_CLIPS = flags.DEFINE_integer(
     "synthetic_clips_per_class", 0, "If > 0 and --manifest does not exist, "
-    "generate the synthetic demo dataset there first (see i3d.synthetic).")
+    "generate the synthetic demo dataset there first (see i3d_demo.synthetic).")
 
 # Model and training.
 _STREAM = flags.DEFINE_enum("stream", _DEFAULTS.stream,

@@ -32,9 +32,9 @@ from absl import flags
 import cv2
 import numpy as np
 
-from i3d import flow
+from i3d.video import flow
 from i3d import labels
-from i3d import video
+from i3d.video import preprocess as video
 
 _SHORT_SIDE = flags.DEFINE_integer("short_side", 256, "Prepared frame size.")
 _CROP_SIZE = flags.DEFINE_integer("crop_size", 224, "Training crop.")
@@ -120,7 +120,7 @@ def main(argv: list[str]) -> None:
     raise app.UsageError("Too many command-line arguments.")
   # Imported here, as in prepare_data.py: spawned workers re-import this script
   # and would otherwise each import TensorFlow (see `flow.worker_context`).
-  from i3d import dataset  # pylint: disable=g-import-not-at-top
+  from i3d.data import cache as dataset  # pylint: disable=g-import-not-at-top
   width, height = (int(v) for v in _SOURCE_SIZE.value)
   workers = _NUM_WORKERS.value
   config = video.PreprocessConfig(short_side=_SHORT_SIDE.value,

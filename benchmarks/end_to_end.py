@@ -17,7 +17,7 @@ run then measures what a rerun costs (everything cached, training resumed).
 Each output line is timestamped as it arrives; the phases are cut at these
 log lines of the job:
   startup   process start (imports) to the first phase;
-  generate  "N of M clips to render" (i3d.synthetic) to the next phase;
+  generate  "N of M clips to render" (i3d_demo.synthetic) to the next phase;
   prepare   "Preparing N videos" to the "N of M videos ready" summary;
   model     the summary to "Computing frozen features" or the training loop:
             building the two streams, fetching / restoring the weights;

@@ -54,10 +54,10 @@ common.quiet_tensorflow_logs()
 import numpy as np
 import tensorflow as tf
 
-from i3d import dataset
-from i3d import synthetic
-from i3d import training
-from i3d import video
+from i3d.data import cache as dataset
+from i3d_demo import synthetic
+from i3d.train import loop as training
+from i3d.video import preprocess as video
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _CACHE_DIR = flags.DEFINE_string(

@@ -67,7 +67,7 @@ import numpy as np
 import tensorflow as tf
 
 from i3d import labels
-from i3d import training
+from i3d.train import loop as training
 from i3d import two_stream
 # pylint: enable=g-import-not-at-top,wrong-import-position
 

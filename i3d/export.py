@@ -381,7 +381,7 @@ def export_train_dir(train_dir: str,
   """
   # Imported here: training pulls in the data pipeline, which exporting an
   # in-memory model does not need (and train.py may import this module).
-  from i3d import training  # pylint: disable=g-import-not-at-top
+  from i3d.train import loop as training  # pylint: disable=g-import-not-at-top
   model, config = training.load_trained_model(train_dir, checkpoint)
   return export_all(model, train_dir, config.classes, config.crop_size)
 

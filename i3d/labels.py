@@ -16,10 +16,11 @@ EXERCISE_CLASSES: tuple[str, ...] = (
     "crunch_bad-hands",
 )
 
-_DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+_LABEL_MAPS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                               "label_maps")
 _BUILTIN_LABEL_FILES = {
-    "kinetics400": os.path.join(_DATA_DIR, "kinetics400_labels.txt"),
-    "kinetics600": os.path.join(_DATA_DIR, "kinetics600_labels.txt"),
+    "kinetics400": os.path.join(_LABEL_MAPS_DIR, "kinetics400_labels.txt"),
+    "kinetics600": os.path.join(_LABEL_MAPS_DIR, "kinetics600_labels.txt"),
 }
 _BUILTIN_CLASS_LISTS = {"exercise": EXERCISE_CLASSES}
 

@@ -13,11 +13,11 @@ import cv2
 import numpy as np
 
 from i3d import checkpoints
-from i3d import dataset
-from i3d import evaluation
-from i3d import trained
-from i3d import training
-from i3d import video
+from i3d.data import cache as dataset
+from i3d.eval import metrics as evaluation
+from i3d.eval import runs as trained
+from i3d.train import loop as training
+from i3d.video import preprocess as video
 from tests import testdata
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")

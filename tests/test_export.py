@@ -271,7 +271,7 @@ class SmallModelTest(absltest.TestCase):
     self.assertEqual(os.listdir(self.tmp), [])
 
   def test_export_train_dir_exports_the_latest_checkpoint(self):
-    from i3d import training  # pylint: disable=g-import-not-at-top
+    from i3d.train import loop as training  # pylint: disable=g-import-not-at-top
     config = training.TrainConfig(cache_dir=self.tmp, train_dir=self.tmp,
                                   classes=("a", "b"), stream="rgb",
                                   crop_size=CROP)

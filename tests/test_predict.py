@@ -14,10 +14,10 @@ import pytest
 import tensorflow as tf
 
 from i3d import checkpoints
-from i3d import inference
-from i3d import training
+from i3d.eval import classify as inference
+from i3d.train import loop as training
 from i3d import two_stream
-from i3d import video
+from i3d.video import preprocess as video
 from tests import testdata
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")

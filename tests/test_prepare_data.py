@@ -12,8 +12,8 @@ from absl.testing import absltest
 import numpy as np
 import tensorflow as tf
 
-from i3d import dataset
-from i3d import video
+from i3d.data import cache as dataset
+from i3d.video import preprocess as video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = "squat_correct,crunch_correct"

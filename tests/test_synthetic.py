@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 
 from i3d import labels
-from i3d import synthetic
-from i3d import video
+from i3d_demo import synthetic
+from i3d.video import preprocess as video
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Small frames keep the file tests fast; nothing they check depends on size.
@@ -366,7 +366,7 @@ class CommandLineTest(_TempDirTestCase):
     directory = self._tempdir()
     sheet = os.path.join(directory, "sheet.png")
     subprocess.run(
-        [sys.executable, "-m", "i3d.synthetic",
+        [sys.executable, "-m", "i3d_demo.synthetic",
          f"--output_dir={directory}/data", "--clips_per_class=1", "--seed=2",
          f"--contact_sheet={sheet}", "--width=64", "--height=48",
          "--num_workers=1"],

@@ -7,8 +7,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from i3d import dataset
-from i3d import video
+from i3d.data import cache as dataset
+from i3d.video import preprocess as video
 
 
 def write_moving_square(path: str, num_frames: int = 12, height: int = 40,

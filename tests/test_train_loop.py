@@ -15,8 +15,8 @@ import pytest
 import tensorflow as tf
 
 from i3d import checkpoints
-from i3d import trained
-from i3d import training
+from i3d.eval import runs as trained
+from i3d.train import loop as training
 from tests import testdata
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -209,8 +209,8 @@ import tensorflow as tf
 tf.config.set_logical_device_configuration(
     tf.config.list_physical_devices("CPU")[0],
     [tf.config.LogicalDeviceConfiguration()] * 2)
-from i3d import trained
-from i3d import training
+from i3d.eval import runs as trained
+from i3d.train import loop as training
 config = training.TrainConfig(**json.loads(sys.argv[1]))
 trainer = training.Trainer(config)
 trainer.train()

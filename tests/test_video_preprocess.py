@@ -10,8 +10,8 @@ from absl.testing import parameterized
 import cv2
 import numpy as np
 
-from i3d import flow
-from i3d import video
+from i3d.video import flow
+from i3d.video import preprocess as video
 
 SQUARE_PX = 16
 INDEX_BLOCK_PX = 16

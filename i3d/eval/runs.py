@@ -33,13 +33,13 @@ import numpy as np
 import tensorflow as tf
 
 from i3d import checkpoints
-from i3d import dataset
-from i3d import evaluation
-from i3d import flow
-from i3d import inference
-from i3d import training
+from i3d.data import cache as dataset
+from i3d.eval import metrics as evaluation
+from i3d.video import flow
+from i3d.eval import classify as inference
+from i3d.train import loop as training
 from i3d import two_stream
-from i3d import video
+from i3d.video import preprocess as video
 
 # Files that `write_eval_outputs` writes in its output directory.
 METRICS_JSON = "metrics.json"

@@ -14,9 +14,9 @@ from absl.testing import parameterized
 import cv2
 import numpy as np
 
-from i3d import dataset
+from i3d.data import cache as dataset
 from i3d import fileio
-from i3d import video
+from i3d.video import preprocess as video
 
 CLASSES = ("squat_correct", "crunch_correct")
 SMALL = video.PreprocessConfig(short_side=48, flow_algorithm="dis")

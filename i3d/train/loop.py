@@ -29,7 +29,7 @@ import sonnet as snt
 import tensorflow as tf
 
 from i3d import checkpoints
-from i3d import dataset
+from i3d.data import cache as dataset
 from i3d import fileio
 from i3d import model as i3d_model
 from i3d import two_stream

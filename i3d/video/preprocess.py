@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from i3d import fileio
-from i3d import flow
+from i3d.video import flow
 
 STREAMS: tuple[str, ...] = ("rgb", "flow")
 # Bump when a change to the decoding or resampling changes the frames produced,

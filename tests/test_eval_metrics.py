@@ -10,7 +10,7 @@ from absl.testing import parameterized
 import cv2
 import numpy as np
 
-from i3d import evaluation
+from i3d.eval import metrics as evaluation
 from tests import testdata
 
 CLASSES = ["squat", "push-up", "crunch"]

@@ -7,7 +7,7 @@ from absl.testing import parameterized
 import cv2
 import numpy as np
 
-from i3d import flow
+from i3d.video import flow
 
 HEIGHT, WIDTH, SQUARE = 96, 128, 24
 

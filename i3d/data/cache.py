@@ -42,9 +42,9 @@ import numpy as np
 import tensorflow as tf
 
 from i3d import fileio
-from i3d import flow
+from i3d.video import flow
 from i3d import labels
-from i3d import video
+from i3d.video import preprocess as video
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (
     ".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".3gp",

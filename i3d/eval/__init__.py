@@ -1,0 +1,1 @@
+"""Evaluation and inference: metrics, reports, trained runs, classifying videos."""

@@ -1,0 +1,1 @@
+"""Training: loss and step functions, the frozen-feature cache, checkpoints, the loop."""

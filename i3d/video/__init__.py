@@ -1,0 +1,1 @@
+"""Video files to model inputs: decoding and encoding, preprocessing, optical flow."""

@@ -1,0 +1,1 @@
+"""The procedural exercise-video generator: demo data, not library code."""
