@@ -32,10 +32,11 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from i3d.data import cache as dataset
-from i3d.eval import metrics as evaluation
+from i3d.data import sources as data_sources
+from i3d.eval import evaluate as evaluation
+from i3d.eval import reports as eval_reports
+from i3d.eval import runs as eval_runs
 from i3d import labels
-from i3d.eval import runs as trained
 
 _CHECKPOINT_DIR = flags.DEFINE_string(
     "checkpoint_dir", None, "The train.py train_dir to evaluate.")
@@ -43,7 +44,7 @@ _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None, "A checkpoint of the run (DIR/ckpt/ckpt-N); default "
     "the latest.")
 _SPLIT = flags.DEFINE_enum(
-    "split", None, list(dataset.SPLITS), "Split of the cache to evaluate. "
+    "split", None, list(data_sources.SPLITS), "Split of the cache to evaluate. "
     "Default: eval for the training cache; every video of new data "
     "(--data_dir, --manifest, or another --cache_dir).")
 _DATA_DIR = flags.DEFINE_string(
@@ -87,8 +88,8 @@ def main(argv: Sequence[str]) -> int:
   try:
     classes = (labels.resolve_classes(_CLASSES.value)
                if _CLASSES.value else None)
-    run = trained.load_run(train_dir, _CHECKPOINT.value, classes)
-    config = trained.with_views(
+    run = eval_runs.load_run(train_dir, _CHECKPOINT.value, classes)
+    config = eval_runs.with_views(
         run.config, num_frames=_NUM_FRAMES.value or None,
         num_clips=_NUM_CLIPS.value,
         num_crops=_NUM_CROPS.value,
@@ -96,27 +97,27 @@ def main(argv: Sequence[str]) -> int:
     cache_dir = _CACHE_DIR.value
     if new_data:
       cache_dir = cache_dir or os.path.join(train_dir,
-                                            trained.EVAL_CACHE_SUBDIR)
-      report = trained.prepare_eval_data(run, cache_dir, _DATA_DIR.value,
+                                            evaluation.EVAL_CACHE_SUBDIR)
+      report = evaluation.prepare_eval_data(run, cache_dir, _DATA_DIR.value,
                                          _MANIFEST.value, _NUM_WORKERS.value)
       failures = report.failures
     # The training cache's train split is never evaluated unless asked for.
     training_cache = not cache_dir or (os.path.realpath(cache_dir) ==
                                        os.path.realpath(run.config.cache_dir))
     split = _SPLIT.value or ("eval" if training_cache else None)
-    result = trained.evaluate_model(run.classifier, config, cache_dir, split,
+    result = evaluation.evaluate_model(run.classifier, config, cache_dir, split,
                                     _TOP_K.value)
     print(f"Checkpoint: {run.checkpoint}\n"
           f"Videos: {len(result.paths)} of "
           f"{cache_dir or config.cache_dir} "
           f"({'split ' + split if split else 'all splits'}), "
-          f"{trained.describe_views(config)}\n")
-    print(evaluation.format_report(result.metrics))
-    written = trained.write_eval_outputs(
+          f"{eval_runs.describe_views(config)}\n")
+    print(eval_reports.format_report(result.metrics))
+    written = evaluation.write_eval_outputs(
         result, _OUTPUT_DIR.value or os.path.join(train_dir,
-                                                  trained.EVAL_OUTPUT_SUBDIR))
+                                                  evaluation.EVAL_OUTPUT_SUBDIR))
     if _OUTPUT_JSON.value:
-      evaluation.write_metrics_json(_OUTPUT_JSON.value, result.metrics)
+      eval_reports.write_metrics_json(_OUTPUT_JSON.value, result.metrics)
       written["output_json"] = _OUTPUT_JSON.value
   except (ValueError, OSError) as e:
     logging.error("%s", e)
@@ -131,7 +132,7 @@ def main(argv: Sequence[str]) -> int:
   return 0
 
 
-def _failure_lines(failures: Sequence[dataset.Failure]) -> str:
+def _failure_lines(failures: Sequence[data_sources.Failure]) -> str:
   return "\n".join([f"{len(failures)} video(s) could not be evaluated:"] +
                    [f"  {failure}" for failure in failures])
 

@@ -30,13 +30,14 @@ from absl import logging
 import numpy as np
 
 from i3d import checkpoints
-from i3d.data import cache as dataset
-from i3d.eval import metrics as evaluation
+from i3d.data import sources as data_sources
+from i3d.eval import classify
+from i3d.eval import reports as eval_reports
+from i3d.eval import runs as eval_runs
 from i3d import fileio
-from i3d.eval import classify as inference
+from i3d import kinetics_weights
 from i3d import labels
-from i3d.eval import runs as trained
-from i3d.video import preprocess as video
+from i3d.video import preprocess as video_preprocess
 
 # DeepMind's Kinetics inputs: 224 x 224 centre crops of 256-pixel frames.
 KINETICS_CROP_SIZE = 224
@@ -91,9 +92,9 @@ _OUTPUT_JSON = flags.DEFINE_string(
 
 
 def _kinetics_classifier(stream_filter: Sequence[str] | None
-                         ) -> inference.Classifier:
+                         ) -> classify.Classifier:
   """Builds the Kinetics classifier from --checkpoint and --labels."""
-  paths = _CHECKPOINT.value or [checkpoints.fetch_rgb_scratch()]
+  paths = _CHECKPOINT.value or [kinetics_weights.fetch_rgb_scratch()]
   stream_checkpoints = {}
   for path in paths:
     stream = checkpoints.checkpoint_stream(path)
@@ -108,12 +109,12 @@ def _kinetics_classifier(stream_filter: Sequence[str] | None
                        f"--checkpoint gives {sorted(stream_checkpoints)}")
     stream_checkpoints = {s: stream_checkpoints[s] for s in stream_filter}
   classes = labels.resolve_classes(_LABELS.value)
-  return inference.Classifier.from_deepmind_checkpoints(stream_checkpoints,
+  return classify.Classifier.from_deepmind_checkpoints(stream_checkpoints,
                                                         classes)
 
 
-def _exercise_classifier() -> Tuple[inference.Classifier,
-                                    video.PreprocessConfig, int]:
+def _exercise_classifier() -> Tuple[classify.Classifier,
+                                    video_preprocess.PreprocessConfig, int]:
   """Loads the --checkpoint_dir run: classifier, preprocessing, crop size."""
   kinetics_only = [f"--{name}" for name in ("labels", "stream",
                                              "flow_algorithm")
@@ -123,57 +124,57 @@ def _exercise_classifier() -> Tuple[inference.Classifier,
         f"{', '.join(kinetics_only) or 'several --checkpoint'}: Kinetics mode "
         "only; with --checkpoint_dir the run gives the classes, streams and "
         "preprocessing (--checkpoint picks one of its checkpoints)")
-  run = trained.load_run(_CHECKPOINT_DIR.value,
+  run = eval_runs.load_run(_CHECKPOINT_DIR.value,
                          _CHECKPOINT.value[0] if _CHECKPOINT.value else None)
   return run.classifier, run.preprocess, run.config.crop_size
 
 
 def _classifier(stream_filter: Sequence[str] | None
-                ) -> Tuple[inference.Classifier, video.PreprocessConfig, int]:
+                ) -> Tuple[classify.Classifier, video_preprocess.PreprocessConfig, int]:
   """The model of the mode asked for, its preprocessing and crop size."""
   if _CHECKPOINT_DIR.value:
     return _exercise_classifier()
   return (_kinetics_classifier(stream_filter),
-          video.PreprocessConfig(flow_algorithm=_FLOW_ALGORITHM.value),
+          video_preprocess.PreprocessConfig(flow_algorithm=_FLOW_ALGORITHM.value),
           KINETICS_CROP_SIZE)
 
 
 def _video_paths() -> Tuple[List[str], bool]:
   """The --video files (folders expanded) and whether this is a batch."""
   folders = [p for p in _VIDEO.value if os.path.isdir(p)]
-  paths = inference.read_file_list(_VIDEO.value, dataset.VIDEO_EXTENSIONS)
+  paths = classify.read_file_list(_VIDEO.value, data_sources.VIDEO_EXTENSIONS)
   for folder in folders:
-    if not inference.read_file_list([folder], dataset.VIDEO_EXTENSIONS):
+    if not classify.read_file_list([folder], data_sources.VIDEO_EXTENSIONS):
       raise ValueError(
-          f"{folder}: no video files ({', '.join(dataset.VIDEO_EXTENSIONS)}) "
+          f"{folder}: no video files ({', '.join(data_sources.VIDEO_EXTENSIONS)}) "
           "in this folder")
   return paths, bool(folders) or len(_VIDEO.value) > 1
 
 
-def _classify_file(path: str, classifier: inference.Classifier,
-                   preprocess: video.PreprocessConfig, crop_size: int
+def _classify_file(path: str, classifier: classify.Classifier,
+                   preprocess: video_preprocess.PreprocessConfig, crop_size: int
                    ) -> Tuple[Dict[str, Any], np.ndarray | None]:
   """The JSON record of one video (its top-k or its timeline), joint logits."""
   if _TIMELINE.value or _ANNOTATED_VIDEO.value:
     # A timeline covers the whole video unless --max_frames is given.
     max_frames = _MAX_FRAMES.value if flags.FLAGS["max_frames"].present else 0
-    entries = trained.classify_timeline(
+    entries = classify.classify_timeline(
         classifier, path,
         dataclasses.replace(preprocess, max_frames=max_frames or None),
         crop_size, _WINDOW_S.value, _STRIDE_S.value)
     if _ANNOTATED_VIDEO.value:
-      evaluation.write_annotated_video(path, entries, _ANNOTATED_VIDEO.value)
+      eval_reports.write_annotated_video(path, entries, _ANNOTATED_VIDEO.value)
     return {"input": path, "timeline": entries}, None
-  logits = trained.classify_video(
+  logits = classify.classify_video(
       classifier, path,
       dataclasses.replace(preprocess, max_frames=_MAX_FRAMES.value or None),
       crop_size)
   return {"input": path,
-          **inference.prediction_json(logits["joint"], classifier.classes,
+          **classify.prediction_json(logits["joint"], classifier.classes,
                                       _TOP_K.value)}, logits["joint"]
 
 
-def _print_single(record: Dict[str, Any], classifier: inference.Classifier,
+def _print_single(record: Dict[str, Any], classifier: classify.Classifier,
                   logits: np.ndarray | None) -> None:
   """Prints the result of a single input for a person to read.
 
@@ -183,19 +184,19 @@ def _print_single(record: Dict[str, Any], classifier: inference.Classifier,
     print("[\n" + ",\n".join(f"  {json.dumps(entry)}"
                               for entry in record["timeline"]) + "\n]")
   elif _CHECKPOINT_DIR.value:
-    print(trained.format_prediction(record["input"], record["top_k"]))
+    print(classify.format_prediction(record["input"], record["top_k"]))
   else:
-    print(inference.format_deepmind(logits, classifier.classes, _TOP_K.value))
+    print(classify.format_deepmind(logits, classifier.classes, _TOP_K.value))
 
 
 def _clip_inputs() -> Dict[str, np.ndarray]:
   """Reads --npy and --gif clips into {stream: clip}."""
   clips = {}
-  sources = [(p, inference.load_npy_clip(p)) for p in _NPY.value]
-  sources += [(p, inference.load_gif_clip(p, 2 if "flow" in p else 3))
+  sources = [(p, classify.load_npy_clip(p)) for p in _NPY.value]
+  sources += [(p, classify.load_gif_clip(p, 2 if "flow" in p else 3))
               for p in _GIF.value]
   for path, clip in sources:
-    stream = inference.stream_of_clip(clip)
+    stream = classify.stream_of_clip(clip)
     if stream in clips:
       raise ValueError(f"{path}: a second {stream} clip; give one per stream")
     clips[stream] = clip
@@ -230,7 +231,7 @@ def main(argv: Sequence[str]) -> None:
       logits = classifier.logits(
           {s: clips[s][None] for s in classifier.streams})["joint"][0]
       record = {"input": ",".join(_NPY.value + _GIF.value),
-                **inference.prediction_json(logits, classifier.classes,
+                **classify.prediction_json(logits, classifier.classes,
                                             _TOP_K.value)}
       results.append(record)
       if batch:

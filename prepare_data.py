@@ -4,7 +4,7 @@ r"""Preprocesses a folder or manifest of videos into a cache for training.
   python prepare_data.py --manifest=videos.csv --cache_dir=cache/ \
       --streams=rgb,flow --flow_algorithm=tvl1 --num_workers=8
 
-The logic lives in `i3d.dataset.prepare_dataset`; the exit status is 0 when
+The logic lives in `i3d.data.cache.prepare_dataset`; the exit status is 0 when
 every video was prepared, 1 when some failed (listed in the summary), and 2 when
 the dataset could not be read as given.
 """
@@ -16,8 +16,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from i3d import streams as streams_lib
 from i3d.video import flow
-from i3d.video import preprocess as video
+from i3d.video import preprocess as video_preprocess
 
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "Folder with one sub-folder of videos per class.")
@@ -31,7 +32,7 @@ _CLASSES = flags.DEFINE_string(
     "classes", None,
     "Class list: 'exercise' (default), a class file, or comma-separated names.")
 _STREAMS = flags.DEFINE_list(
-    "streams", list(video.STREAMS), "Streams to prepare: rgb, flow or both.")
+    "streams", list(streams_lib.STREAMS), "Streams to prepare: rgb, flow or both.")
 _FLOW_ALGORITHM = flags.DEFINE_enum(
     "flow_algorithm", "tvl1", flow.FLOW_ALGORITHMS,
     "Optical flow: tvl1 (what the Kinetics flow weights expect) or dis "
@@ -56,14 +57,14 @@ def main(argv: Sequence[str]) -> int:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   # Imported here, not at the top: worker processes are spawned and re-import
   # this script, and should not each spend seconds importing TensorFlow.
-  from i3d.data import cache as dataset  # pylint: disable=g-import-not-at-top
+  from i3d.data import cache as data_cache  # pylint: disable=g-import-not-at-top
   try:
-    config = video.PreprocessConfig(
+    config = video_preprocess.PreprocessConfig(
         fps=_FPS.value,
         short_side=_SHORT_SIDE.value,
         flow_algorithm=_FLOW_ALGORITHM.value,
         max_frames=_MAX_FRAMES.value)
-    report = dataset.prepare_dataset(
+    report = data_cache.prepare_dataset(
         cache_dir=_CACHE_DIR.value,
         data_dir=_DATA_DIR.value,
         manifest=_MANIFEST.value,

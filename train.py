@@ -20,16 +20,19 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from i3d.data import cache as dataset
-from i3d.eval import metrics as evaluation
+from i3d import config as config_lib
+from i3d.data import cache as data_cache
+from i3d.data import sources as data_sources
+from i3d.eval import evaluate as evaluation
+from i3d.eval import reports as eval_reports
 from i3d import export
+from i3d import streams as streams_lib
+from i3d.train import checkpointer as train_checkpointer
+from i3d.train import loop as train_loop
+from i3d.video import preprocess as video_preprocess
 from i3d_demo import synthetic
-from i3d.eval import runs as trained
-from i3d.train import loop as training
-from i3d import two_stream
-from i3d.video import preprocess as video
 
-_DEFAULTS = training.TrainConfig(cache_dir="", train_dir="")
+_DEFAULTS = config_lib.TrainConfig(cache_dir="", train_dir="")
 
 # Data.
 _DATA_DIR = flags.DEFINE_string(
@@ -71,7 +74,7 @@ _CROP_SIZE = flags.DEFINE_integer("crop_size", _DEFAULTS.crop_size,
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size,
                                    "Global batch size.")
 _TRAINABLE = flags.DEFINE_enum(
-    "trainable", _DEFAULTS.trainable, list(training.TRAINABLE_BOUNDARIES),
+    "trainable", _DEFAULTS.trainable, list(config_lib.TRAINABLE_BOUNDARIES),
     "What trains: logits only, the Mixed_5 blocks and logits, Mixed_4 "
     "onwards, or all.")
 _BATCH_NORM_TRAINING = flags.DEFINE_bool(
@@ -160,11 +163,11 @@ def _prepare(manifest: Optional[str], streams: Sequence[str]) -> None:
   if not (_DATA_DIR.value or manifest):
     raise app.UsageError("--prepare needs --data_dir or --manifest "
                          "(or use --noprepare with a prepared --cache_dir)")
-  report = dataset.prepare_dataset(
+  report = data_cache.prepare_dataset(
       _CACHE_DIR.value, data_dir=_DATA_DIR.value,
       manifest=None if _DATA_DIR.value else manifest,
       classes=_CLASSES.value, streams=streams,
-      config=video.PreprocessConfig(short_side=_SHORT_SIDE.value,
+      config=video_preprocess.PreprocessConfig(short_side=_SHORT_SIDE.value,
                                     flow_algorithm=_FLOW_ALGORITHM.value),
       num_workers=_PREPARE_WORKERS.value, eval_fraction=_EVAL_FRACTION.value,
       seed=_SEED.value)
@@ -174,12 +177,12 @@ def _prepare(manifest: Optional[str], streams: Sequence[str]) -> None:
 
 
 def _config(classes: Sequence[str], num_train_videos: int
-            ) -> training.TrainConfig:
+            ) -> config_lib.TrainConfig:
   num_steps = _NUM_STEPS.value
   if _NUM_EPOCHS.value is not None:
     num_steps = max(1, round(_NUM_EPOCHS.value * num_train_videos /
                              _BATCH_SIZE.value))
-  return training.TrainConfig(
+  return config_lib.TrainConfig(
       cache_dir=_CACHE_DIR.value, train_dir=_TRAIN_DIR.value,
       classes=tuple(classes), stream=_STREAM.value,
       num_frames=_NUM_FRAMES.value, crop_size=_CROP_SIZE.value,
@@ -208,18 +211,18 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not _CACHE_DIR.value:
     raise app.UsageError("--cache_dir is required")
-  streams = two_stream.parse_streams(_STREAM.value)
+  streams = streams_lib.parse_streams(_STREAM.value)
   try:
     if _PREPARE.value:
       _prepare(_maybe_generate_demo_data(), streams)
-    info = dataset.read_cache(_CACHE_DIR.value)
+    info = data_cache.read_cache(_CACHE_DIR.value)
     config = _config(info.classes, len(info.split_entries("train")))
-    training.save_config(config)
-    trainer = training.Trainer(config)
+    config_lib.save_config(config)
+    trainer = train_loop.Trainer(config)
 
     def evaluate(step: int) -> dict:
       del step  # Unused.
-      return trained.evaluate_model(trainer.model, config).metrics
+      return evaluation.evaluate_model(trainer.model, config).metrics
 
     result = trainer.train(evaluate_fn=evaluate)
     if result["stopped_early"]:
@@ -228,13 +231,13 @@ def main(argv: Sequence[str]) -> None:
       return
     metrics = evaluate(result["step"])
     trainer.log_eval(metrics, result["step"])
-    evaluation.write_metrics_json(
-        os.path.join(trainer.worker_dir, training.METRICS_FILE), metrics)
-    print(evaluation.format_report(metrics))
+    eval_reports.write_metrics_json(
+        os.path.join(trainer.checkpointer.worker_dir, evaluation.METRICS_FILE), metrics)
+    print(eval_reports.format_report(metrics))
     if config.export:
-      export.export_all(trainer.model, trainer.worker_dir, config.classes,
+      export.export_all(trainer.model, trainer.checkpointer.worker_dir, config.classes,
                         config.crop_size)
-  except (training.TrainingError, dataset.DatasetError, ValueError,
+  except (train_checkpointer.TrainingError, data_sources.DatasetError, ValueError,
           FileNotFoundError) as e:
     logging.error("%s", e)
     sys.exit(f"error: {e}")

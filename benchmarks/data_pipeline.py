@@ -32,9 +32,11 @@ from absl import flags
 import cv2
 import numpy as np
 
-from i3d.video import flow
 from i3d import labels
-from i3d.video import preprocess as video
+from i3d import streams as streams_lib
+from i3d.video import flow
+from i3d.video import io as video_io
+from i3d.video import preprocess as video_preprocess
 
 _SHORT_SIDE = flags.DEFINE_integer("short_side", 256, "Prepared frame size.")
 _CROP_SIZE = flags.DEFINE_integer("crop_size", 224, "Training crop.")
@@ -120,10 +122,13 @@ def main(argv: list[str]) -> None:
     raise app.UsageError("Too many command-line arguments.")
   # Imported here, as in prepare_data.py: spawned workers re-import this script
   # and would otherwise each import TensorFlow (see `flow.worker_context`).
-  from i3d.data import cache as dataset  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from i3d.data import cache as data_cache
+  from i3d.data import pipeline as data_pipeline
+  # pylint: enable=g-import-not-at-top
   width, height = (int(v) for v in _SOURCE_SIZE.value)
   workers = _NUM_WORKERS.value
-  config = video.PreprocessConfig(short_side=_SHORT_SIDE.value,
+  config = video_preprocess.PreprocessConfig(short_side=_SHORT_SIDE.value,
                                   flow_algorithm=_CACHE_FLOW.value)
   rows = []
 
@@ -142,7 +147,7 @@ def main(argv: list[str]) -> None:
       path = os.path.join(workdir, "data", labels.EXERCISE_CLASSES[i % 2],
                           f"clip{i}.mp4")
       os.makedirs(os.path.dirname(path), exist_ok=True)
-      video.write_video(path,
+      video_io.write_video(path,
                         synthetic_scene(num_source_frames, width, height, i),
                         _SOURCE_FPS)
       paths.append(path)
@@ -152,11 +157,11 @@ def main(argv: list[str]) -> None:
     add("decode", f"decode {width}x{height} (OpenCV)", count / seconds,
         "frames/s")
     frames, seconds = timed(
-        lambda: video.read_video(paths[0], short_side=config.short_side))
+        lambda: video_io.read_video(paths[0], short_side=config.short_side))
     add("decode", "read_video (25 fps, resize)", len(frames) / seconds,
         "frames/s", rows[0]["name"])
-    _, seconds = timed(lambda: video.rgb_to_model(
-        video.read_video(paths[0], short_side=config.short_side)))
+    _, seconds = timed(lambda: video_preprocess.rgb_to_model(
+        video_io.read_video(paths[0], short_side=config.short_side)))
     add("decode", "read_video + rgb_to_model", len(frames) / seconds,
         "frames/s", rows[0]["name"])
 
@@ -181,11 +186,11 @@ def main(argv: list[str]) -> None:
 
     # The prepared cache and the tf.data pipelines.
     cache = os.path.join(workdir, "cache")
-    report, seconds = timed(lambda: dataset.prepare_dataset(
+    report, seconds = timed(lambda: data_cache.prepare_dataset(
         cache, data_dir=os.path.join(workdir, "data"), config=config,
         num_workers=workers, eval_fraction=0.0))
     assert report.ok, report.summary()
-    info = dataset.read_cache(cache)
+    info = data_cache.read_cache(cache)
     num_frames = sum(e.num_frames for e in info.entries)
     add("prepare", f"prepare_dataset ({config.flow_algorithm}, {workers} "
         "worker(s))", num_frames / seconds, "frames/s")
@@ -193,25 +198,25 @@ def main(argv: list[str]) -> None:
     sizes = {
         stream: sum(os.path.getsize(info.stream_path(e, stream))
                     for e in info.entries) / 1e6 / minutes
-        for stream in video.STREAMS
+        for stream in streams_lib.STREAMS
     }
     clip = dict(num_frames=_NUM_FRAMES.value, crop_size=_CROP_SIZE.value)
     both = "train rgb+flow"
-    for name, streams in ((both, video.STREAMS), ("train rgb", ("rgb",)),
+    for name, streams in ((both, streams_lib.STREAMS), ("train rgb", ("rgb",)),
                           ("train flow", ("flow",))):
-      batches = dataset.make_train_dataset(
+      batches = data_pipeline.make_train_dataset(
           cache, streams=streams, batch_size=_BATCH_SIZE.value, seed=0, **clip)
       add("pipeline", name, clips_per_second(batches, _NUM_BATCHES.value),
           "clips/s", both)
-    batches = dataset.make_eval_dataset(cache, "train", **clip).repeat()
+    batches = data_pipeline.make_eval_dataset(cache, "train", **clip).repeat()
     add("pipeline", "eval rgb+flow (1 view)",
         clips_per_second(batches, _NUM_BATCHES.value * _BATCH_SIZE.value),
         "clips/s", both)
-    direct_config = video.PreprocessConfig(
+    direct_config = video_preprocess.PreprocessConfig(
         short_side=config.short_side, flow_algorithm="dis",
         max_frames=_NUM_FRAMES.value)
-    _, seconds = timed(lambda: video.load_clip(
-        paths[0], video.STREAMS, direct_config, _CROP_SIZE.value))
+    _, seconds = timed(lambda: video_preprocess.load_clip(
+        paths[0], streams_lib.STREAMS, direct_config, _CROP_SIZE.value))
     add("pipeline", "no cache: load_clip rgb+dis flow", 1 / seconds, "clips/s",
         both)
   finally:

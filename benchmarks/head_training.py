@@ -54,10 +54,13 @@ common.quiet_tensorflow_logs()
 import numpy as np
 import tensorflow as tf
 
-from i3d.data import cache as dataset
+from i3d import config as config_lib
+from i3d.data import cache as data_cache
+from i3d.train import features as train_features
+from i3d.train import loop as train_loop
+from i3d.train import steps as train_steps
+from i3d.video import preprocess as video_preprocess
 from i3d_demo import synthetic
-from i3d.train import loop as training
-from i3d.video import preprocess as video
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _CACHE_DIR = flags.DEFINE_string(
@@ -100,9 +103,9 @@ def make_cache(workdir: str) -> str:
       os.path.join(workdir, "videos"), clips_per_class=_CLIPS_PER_CLASS.value,
       seed=0, num_workers=os.cpu_count() or 1)
   cache_dir = os.path.join(workdir, "cache")
-  report = dataset.prepare_dataset(
+  report = data_cache.prepare_dataset(
       cache_dir, manifest=manifest,
-      config=video.PreprocessConfig(short_side=_SHORT_SIDE.value,
+      config=video_preprocess.PreprocessConfig(short_side=_SHORT_SIDE.value,
                                     flow_algorithm="dis"),
       num_workers=os.cpu_count() or 1, eval_fraction=0.0)
   assert report.ok, report.summary()
@@ -125,16 +128,16 @@ def features_dataset(features: Dict[str, np.ndarray], config: Any):
 def measure(trainable: str, cache_dir: str, checkpoint: str, workdir: str,
             rows: common.Rows) -> None:
   """Adds the rows of one --trainable setting."""
-  config = training.TrainConfig(
+  config = config_lib.TrainConfig(
       cache_dir=cache_dir, train_dir=tempfile.mkdtemp(dir=workdir),
-      classes=dataset.read_cache(cache_dir).classes, stream=_STREAM.value,
+      classes=data_cache.read_cache(cache_dir).classes, stream=_STREAM.value,
       num_frames=_NUM_FRAMES.value, crop_size=_CROP_SIZE.value,
       batch_size=_BATCH_SIZE.value, trainable=trainable,
       learning_rate=0.01, lr_schedule="constant",
       feature_views=_FEATURE_VIEWS.value, rgb_checkpoint=checkpoint,
       export=False)
-  trainer = training.Trainer(config)
-  num_videos = len(dataset.read_cache(cache_dir).split_entries("train"))
+  trainer = train_loop.Trainer(config)
+  num_videos = len(data_cache.read_cache(cache_dir).split_entries("train"))
   num_views = math.ceil(num_videos * config.feature_views /
                         config.batch_size) * config.batch_size
   name = f"{trainable} ({config.stream} {config.num_frames}x" \
@@ -142,12 +145,14 @@ def measure(trainable: str, cache_dir: str, checkpoint: str, workdir: str,
 
   # One-time extraction, as the Trainer does it (tracing, pipeline, forward,
   # saving the .npz), then the same work pre-traced, then parts of it.
-  extract_s = timed(trainer.training_features)
-  features = trainer.training_features()  # Now read back from the .npz.
+  extract_s = timed(lambda: train_features.training_features(trainer.stages,
+                                                             config))
+  # Now read back from the .npz.
+  features = train_features.training_features(trainer.stages, config)
   base = rows.add("extract", f"{name}: training_features (one-time)",
                   num_views / extract_s, "views/s", seconds=round(extract_s, 2),
                   views=num_views)["name"]
-  clips = iter(trainer._clip_dataset(config.seed))
+  clips = iter(train_features.clip_dataset(config, config.seed))
   batch = next(clips)
   frozen = tf.function(lambda x: {s: st.frozen(x[s])
                                   for s, st in trainer.stages.items()})
@@ -191,11 +196,14 @@ def measure(trainable: str, cache_dir: str, checkpoint: str, workdir: str,
   extract_rate = rate["pipeline"]
 
   # Training steps: slow path on the pipeline, on a constant batch; fast path.
-  slow_step = trainer._make_train_step(False)
-  fast_step = trainer._make_train_step(True)
+  slow_step = train_steps.make_train_step(trainer.strategy, trainer.state,
+                                          config, False)
+  fast_step = train_steps.make_train_step(trainer.strategy, trainer.state,
+                                          config, True)
   distribute = trainer.strategy.experimental_distribute_dataset
   iterators = {
-      "slow": iter(distribute(trainer._clip_dataset(config.seed + 1))),
+      "slow": iter(distribute(train_features.clip_dataset(config,
+                                                         config.seed + 1))),
       "constant": iter(distribute(
           tf.data.Dataset.from_tensors(batch).repeat())),
       "fast": iter(distribute(features_dataset(features, config)))}
@@ -252,11 +260,11 @@ def main(argv: Sequence[str]) -> None:
     checkpoint = common.rgb_checkpoint(_RGB_CHECKPOINT.value, workdir)
     rows = common.Rows()
     for trainable in _TRAINABLE.value:
-      if trainable not in training.TRAINABLE_BOUNDARIES or (
-          training.TRAINABLE_BOUNDARIES[trainable] is None):
+      if trainable not in config_lib.TRAINABLE_BOUNDARIES or (
+          config_lib.TRAINABLE_BOUNDARIES[trainable] is None):
         raise app.UsageError(f"--trainable={trainable} freezes nothing")
       measure(trainable, cache_dir, checkpoint, workdir, rows)
-    info = dataset.read_cache(cache_dir)
+    info = data_cache.read_cache(cache_dir)
     settings = {"cache_dir": _CACHE_DIR.value or "fresh synthetic",
                 "train_videos": len(info.split_entries("train")),
                 "cache_build_s": round(cache_s, 1),

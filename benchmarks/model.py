@@ -66,9 +66,11 @@ common.quiet_tensorflow_logs()
 import numpy as np
 import tensorflow as tf
 
+from i3d import config as config_lib
 from i3d import labels
-from i3d.train import loop as training
-from i3d import two_stream
+from i3d import streams as streams_lib
+from i3d.train import loop as train_loop
+from i3d.train import steps as train_steps
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 VARIANTS = ("graph", "eager", "xla", "amp", "onednn_off")
@@ -92,7 +94,7 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per variant.")
 _WARMUP = flags.DEFINE_integer(
     "warmup", 1, "Untimed calls first (the first traces/compiles).")
 _TRAINABLE = flags.DEFINE_enum(
-    "trainable", "all", list(training.TRAINABLE_BOUNDARIES),
+    "trainable", "all", list(config_lib.TRAINABLE_BOUNDARIES),
     "What the training step updates (as train.py --trainable).")
 _LEARNING_RATE = flags.DEFINE_float(
     "learning_rate", 0.0003, "Constant learning rate of the timed steps.")
@@ -183,12 +185,12 @@ class ModelBench:
   def __init__(self, workdir: str, rgb_checkpoint: str):
     self.workdir = workdir
     self.rgb_checkpoint = rgb_checkpoint
-    self.trainers: Dict[str, training.Trainer] = {}
+    self.trainers: Dict[str, train_loop.Trainer] = {}
     self.initial: Dict[str, List[tf.Tensor]] = {}
 
-  def trainer(self, stream: str) -> training.Trainer:
+  def trainer(self, stream: str) -> train_loop.Trainer:
     if stream not in self.trainers:
-      config = training.TrainConfig(
+      config = config_lib.TrainConfig(
           cache_dir=self.workdir,  # Not read: the data here is random.
           train_dir=tempfile.mkdtemp(dir=self.workdir),
           classes=labels.EXERCISE_CLASSES, stream=stream,
@@ -196,7 +198,7 @@ class ModelBench:
           lr_schedule="constant", feature_cache=False,
           dropout_keep_prob=_DROPOUT_KEEP_PROB.value,
           rgb_checkpoint=self.rgb_checkpoint, export=False)
-      self.trainers[stream] = training.Trainer(config)
+      self.trainers[stream] = train_loop.Trainer(config)
       self.initial[stream] = self.snapshot(stream)
     return self.trainers[stream]
 
@@ -220,8 +222,8 @@ class ModelBench:
     rng = np.random.default_rng(0)
     inputs = {"label": tf.constant(rng.integers(
         0, len(labels.EXERCISE_CLASSES), batch), tf.int32)}
-    for name in two_stream.parse_streams(stream):
-      channels = two_stream.STREAM_CHANNELS[name]
+    for name in streams_lib.parse_streams(stream):
+      channels = streams_lib.CHANNELS[name]
       inputs[name] = tf.constant(rng.uniform(
           -1, 1, (batch, frames, crop, crop, channels)).astype(np.float32))
     return inputs
@@ -249,11 +251,11 @@ class ModelBench:
     if name == "xla":  # XLA cannot compile the iterator: pass the batch.
       @tf.function(jit_compile=True)
       def xla_step(batch_inputs):
-        trainer.learning_rate.assign(training.learning_rate_at(
+        trainer.learning_rate.assign(train_steps.learning_rate_at(
             trainer.config, trainer.step))
         outputs = trainer.strategy.run(
-            trainer._replica_step,
-            args=(batch_inputs, False))
+            train_steps.replica_step,
+            args=(trainer.state, trainer.config, batch_inputs, False))
         trainer.step.assign_add(1)
         return outputs["loss"]
       return Variant(name, lambda: float(xla_step(inputs)), options,
@@ -261,7 +263,8 @@ class ModelBench:
     # The Trainer's own step, fed by an iterator as in Trainer.train.
     data = tf.data.Dataset.from_tensors(dict(inputs)).repeat()
     iterator = iter(trainer.strategy.experimental_distribute_dataset(data))
-    step = trainer._make_train_step(False)
+    step = train_steps.make_train_step(trainer.strategy, trainer.state,
+                                       trainer.config, False)
     return Variant(name, lambda: float(step(iterator)["loss"]), options,
                    eager=name == "eager", config=config, state=state)
 

@@ -45,6 +45,7 @@ import tensorflow as tf
 from i3d import checkpoints
 from i3d import fileio
 from i3d import labels
+from i3d import streams as streams_lib
 from i3d import two_stream
 
 EXPORT_SUBDIR = "export"
@@ -241,14 +242,14 @@ class _ServingModule(tf.Module):
     specs = {
         stream: tf.TensorSpec(
             [None, None, crop_size, crop_size,
-             two_stream.STREAM_CHANNELS[stream]], tf.float32, name=stream)
+             streams_lib.CHANNELS[stream]], tf.float32, name=stream)
         for stream in model.streams
     }
 
     @tf.function(input_signature=[specs])
     def serve(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
       logits = self.model(inputs, is_training=False)
-      joint = logits[two_stream.JOINT]
+      joint = logits[streams_lib.JOINT]
       outputs = {JOINT_LOGITS: joint, PROBABILITIES: tf.nn.softmax(joint)}
       for stream in self.model.streams:
         outputs[f"{stream}_logits"] = logits[stream]
@@ -379,10 +380,10 @@ def export_train_dir(train_dir: str,
   Returns:
     The paths written under `train_dir/export/`.
   """
-  # Imported here: training pulls in the data pipeline, which exporting an
-  # in-memory model does not need (and train.py may import this module).
-  from i3d.train import loop as training  # pylint: disable=g-import-not-at-top
-  model, config = training.load_trained_model(train_dir, checkpoint)
+  # Imported here: loading a run pulls in the data pipeline, which exporting
+  # an in-memory model does not need.
+  from i3d.eval import runs as eval_runs  # pylint: disable=g-import-not-at-top
+  model, config = eval_runs.load_trained_model(train_dir, checkpoint)
   return export_all(model, train_dir, config.classes, config.crop_size)
 
 

@@ -1,5 +1,8 @@
 """The two-stream I3D: RGB and optical-flow InceptionI3d, logits summed.
 
+The stream vocabulary (names, channels, scopes) lives in `i3d.streams`, which
+imports no TensorFlow; this module is the TensorFlow model over it.
+
 Each stream is an `InceptionI3d` built under DeepMind's scope (`RGB/` or
 `Flow/`), so its variables carry the names of DeepMind's checkpoints, e.g.
 `RGB/inception_i3d/Logits/Conv3d_0c_1x1/conv_3d/w`. The streams' class logits
@@ -13,26 +16,12 @@ import sonnet as snt
 import tensorflow as tf
 
 from i3d import model as i3d_model
-
-STREAM_SCOPES: Dict[str, str] = {"rgb": "RGB", "flow": "Flow"}
-STREAM_CHANNELS: Dict[str, int] = {"rgb": 3, "flow": 2}
-JOINT = "joint"
+from i3d import streams as streams_lib
 
 
-def parse_streams(spec: str | Sequence[str]) -> tuple[str, ...]:
-  """Turns "rgb", "flow", "joint" or a sequence of streams into a tuple.
-
-  Raises:
-    ValueError: for an unknown stream.
-  """
-  if isinstance(spec, str):
-    spec = tuple(STREAM_SCOPES) if spec == JOINT else tuple(spec.split(","))
-  streams = tuple(s.strip() for s in spec)
-  unknown = [s for s in streams if s not in STREAM_SCOPES]
-  if unknown or not streams:
-    raise ValueError(f"Unknown stream(s) {unknown or list(spec)}: use rgb, "
-                     "flow or joint")
-  return streams
+def joint_logits(stream_logits: Mapping[str, tf.Tensor]) -> tf.Tensor:
+  """The two-stream fusion: the sum of the streams' [B, K] logits."""
+  return tf.add_n(list(stream_logits.values()))
 
 
 class TwoStreamI3d(snt.Module):
@@ -51,9 +40,9 @@ class TwoStreamI3d(snt.Module):
     super().__init__(name=name)
     self.num_classes = num_classes
     self.streams: Dict[str, i3d_model.InceptionI3d] = {}
-    for stream in parse_streams(streams):
+    for stream in streams_lib.parse_streams(streams):
       # An absolute scope keeps DeepMind's names whatever encloses this module.
-      with tf.name_scope(STREAM_SCOPES[stream] + "/"):
+      with tf.name_scope(streams_lib.SCOPES[stream] + "/"):
         self.streams[stream] = i3d_model.InceptionI3d(num_classes)
 
   def __call__(self, inputs: Mapping[str, tf.Tensor], is_training: bool,
@@ -71,5 +60,5 @@ class TwoStreamI3d(snt.Module):
     logits = {stream: model(inputs[stream], is_training=is_training,
                             dropout_keep_prob=dropout_keep_prob)[0]
               for stream, model in self.streams.items()}
-    logits[JOINT] = tf.add_n(list(logits.values()))
+    logits[streams_lib.JOINT] = joint_logits(logits)
     return logits

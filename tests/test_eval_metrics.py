@@ -1,17 +1,19 @@
-"""Tests for i3d.evaluation: metrics, reports, pictures and timelines."""
+"""Tests for i3d.eval.metrics, i3d.eval.reports and the timelines of i3d.eval.classify."""
 
 import csv
 import json
 import os
-import tempfile
 
 from absl.testing import absltest
 from absl.testing import parameterized
 import cv2
 import numpy as np
 
-from i3d.eval import metrics as evaluation
 from tests import testdata
+
+from i3d.eval import classify
+from i3d.eval import metrics as eval_metrics
+from i3d.eval import reports as eval_reports
 
 CLASSES = ["squat", "push-up", "crunch"]
 # Six videos with true classes [0, 0, 0, 1, 1, 2]; each row's largest logit is
@@ -36,13 +38,13 @@ class _TempDirTestCase(parameterized.TestCase):
   """
 
   def _tempdir(self) -> str:
-    return self.enterContext(tempfile.TemporaryDirectory())
+    return self.create_tempdir().full_path
 
 
 class ComputeMetricsTest(_TempDirTestCase):
 
   def test_confusion_matrix_and_accuracies(self):
-    metrics = evaluation.compute_metrics(LOGITS, LABELS, CLASSES, top_k=2)
+    metrics = eval_metrics.compute_metrics(LOGITS, LABELS, CLASSES, top_k=2)
     self.assertEqual(metrics["confusion_matrix"], EXPECTED_CONFUSION)
     self.assertAlmostEqual(metrics["top1"], 4 / 6)
     # Both misclassified videos have their true class second.
@@ -54,7 +56,7 @@ class ComputeMetricsTest(_TempDirTestCase):
     self.assertEqual(metrics["classes"], CLASSES)
 
   def test_per_class_precision_recall_f1_by_hand(self):
-    per_class = evaluation.compute_metrics(LOGITS, LABELS, CLASSES)["per_class"]
+    per_class = eval_metrics.compute_metrics(LOGITS, LABELS, CLASSES)["per_class"]
     # squat: 2 of 2 squat predictions right, 2 of 3 squats found.
     # push-up: 1 of 2 push-up predictions right, 1 of 2 push-ups found.
     # crunch: 1 of 2 crunch predictions right, 1 of 1 crunch found.
@@ -73,7 +75,7 @@ class ComputeMetricsTest(_TempDirTestCase):
   def test_class_without_support_or_predictions_is_zero_not_nan(self):
     classes = CLASSES + ["pull-up"]
     logits = np.concatenate([LOGITS, np.full((6, 1), -5.0)], axis=1)
-    metrics = evaluation.compute_metrics(logits, LABELS, classes)
+    metrics = eval_metrics.compute_metrics(logits, LABELS, classes)
     self.assertEqual(metrics["per_class"]["pull-up"],
                      {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0})
     # Absent classes do not lower the mean class accuracy.
@@ -81,21 +83,21 @@ class ComputeMetricsTest(_TempDirTestCase):
                            (2 / 3 + 1 / 2 + 1) / 3)
 
   def test_top_k_is_clipped_to_number_of_classes(self):
-    metrics = evaluation.compute_metrics(LOGITS, LABELS, CLASSES, top_k=5)
+    metrics = eval_metrics.compute_metrics(LOGITS, LABELS, CLASSES, top_k=5)
     self.assertEqual(metrics["top_k"], {"k": 3, "accuracy": 1.0})
 
   def test_top1_accuracy_counts_only_first_choice(self):
-    metrics = evaluation.compute_metrics(LOGITS, LABELS, CLASSES, top_k=1)
+    metrics = eval_metrics.compute_metrics(LOGITS, LABELS, CLASSES, top_k=1)
     self.assertEqual(metrics["top_k"]["accuracy"], metrics["top1"])
 
   def test_ties_go_to_lower_class_index(self):
-    metrics = evaluation.compute_metrics(
+    metrics = eval_metrics.compute_metrics(
         np.zeros((2, 3)), np.array([0, 1]), CLASSES, top_k=1)
     self.assertEqual(metrics["confusion_matrix"],
                      [[1, 0, 0], [1, 0, 0], [0, 0, 0]])
 
   def test_json_schema_round_trips(self):
-    metrics = evaluation.compute_metrics(LOGITS, LABELS, CLASSES)
+    metrics = eval_metrics.compute_metrics(LOGITS, LABELS, CLASSES)
     self.assertEqual(
         set(metrics), {"top1", "top_k", "mean_class_accuracy", "per_class",
                        "confusion_matrix", "classes", "num_videos"})
@@ -112,7 +114,7 @@ class ComputeMetricsTest(_TempDirTestCase):
                         for count in row))
 
     path = os.path.join(self._tempdir(), "metrics.json")
-    evaluation.write_metrics_json(path, metrics)
+    eval_reports.write_metrics_json(path, metrics)
     with open(path, encoding="utf-8") as f:
       self.assertEqual(json.load(f), metrics)
 
@@ -130,15 +132,15 @@ class ComputeMetricsTest(_TempDirTestCase):
   )
   def test_bad_inputs_raise(self, logits, labels, message):
     with self.assertRaisesRegex(ValueError, message):
-      evaluation.compute_metrics(logits, labels, CLASSES)
+      eval_metrics.compute_metrics(logits, labels, CLASSES)
 
   def test_bad_top_k_raises(self):
     with self.assertRaisesRegex(ValueError, "top_k"):
-      evaluation.compute_metrics(LOGITS, LABELS, CLASSES, top_k=0)
+      eval_metrics.compute_metrics(LOGITS, LABELS, CLASSES, top_k=0)
 
   def test_duplicate_classes_raise(self):
     with self.assertRaisesRegex(ValueError, "duplicate"):
-      evaluation.compute_metrics(LOGITS, LABELS, ["a", "a", "b"])
+      eval_metrics.compute_metrics(LOGITS, LABELS, ["a", "a", "b"])
 
 
 class StreamsTest(_TempDirTestCase):
@@ -148,55 +150,55 @@ class StreamsTest(_TempDirTestCase):
     rgb = np.array([[1.0, 2.0, 0.0], [0.0, 3.0, 0.0]])
     flow = np.array([[2.0, 0.0, 2.5], [0.0, 1.0, 0.0]])
     labels = np.array([0, 1])
-    metrics = evaluation.evaluate_streams({"rgb": rgb, "flow": flow}, labels,
+    metrics = eval_metrics.evaluate_streams({"rgb": rgb, "flow": flow}, labels,
                                           CLASSES, top_k=1)
     self.assertEqual(list(metrics["streams"]), ["rgb", "flow", "joint"])
     self.assertEqual(metrics["streams"]["rgb"]["top1"], 0.5)
     self.assertEqual(metrics["streams"]["flow"]["top1"], 0.5)
-    joint = evaluation.compute_metrics(rgb + flow, labels, CLASSES, top_k=1)
+    joint = eval_metrics.compute_metrics(rgb + flow, labels, CLASSES, top_k=1)
     self.assertEqual(metrics["streams"]["joint"], joint)
     self.assertEqual(metrics["top1"], 1.0)
     headline = {k: v for k, v in metrics.items() if k != "streams"}
     self.assertEqual(headline, joint)
     np.testing.assert_allclose(
-        evaluation.fuse_streams({"rgb": rgb, "flow": flow}), rgb + flow)
+        eval_metrics.fuse_streams({"rgb": rgb, "flow": flow}), rgb + flow)
 
   def test_single_stream_is_the_headline(self):
-    metrics = evaluation.evaluate_streams({"rgb": LOGITS}, LABELS, CLASSES)
+    metrics = eval_metrics.evaluate_streams({"rgb": LOGITS}, LABELS, CLASSES)
     self.assertEqual(list(metrics["streams"]), ["rgb"])
     self.assertEqual(metrics["top1"], metrics["streams"]["rgb"]["top1"])
     json.dumps(metrics)
 
   def test_bad_streams_raise(self):
     with self.assertRaisesRegex(ValueError, "no stream"):
-      evaluation.evaluate_streams({}, LABELS, CLASSES)
+      eval_metrics.evaluate_streams({}, LABELS, CLASSES)
     with self.assertRaisesRegex(ValueError, "different shapes"):
-      evaluation.evaluate_streams({"rgb": LOGITS, "flow": LOGITS[:5]}, LABELS,
+      eval_metrics.evaluate_streams({"rgb": LOGITS, "flow": LOGITS[:5]}, LABELS,
                                   CLASSES)
     with self.assertRaisesRegex(ValueError, "reserved"):
-      evaluation.evaluate_streams({"joint": LOGITS}, LABELS, CLASSES)
+      eval_metrics.evaluate_streams({"joint": LOGITS}, LABELS, CLASSES)
 
 
 class ViewsAndSoftmaxTest(absltest.TestCase):
 
   def test_average_views_of_one_video(self):
     views = np.array([[1.0, 3.0], [3.0, 1.0], [2.0, 5.0]])
-    np.testing.assert_allclose(evaluation.average_views(views), [2.0, 3.0])
+    np.testing.assert_allclose(eval_metrics.average_views(views), [2.0, 3.0])
 
   def test_average_views_of_a_batch(self):
     views = np.arange(2 * 3 * 4, dtype=float).reshape(2, 3, 4)
-    averaged = evaluation.average_views(views)
+    averaged = eval_metrics.average_views(views)
     self.assertEqual(averaged.shape, (2, 4))
     np.testing.assert_allclose(averaged, views.mean(axis=1))
 
   def test_average_views_bad_shapes_raise(self):
     with self.assertRaisesRegex(ValueError, "shape"):
-      evaluation.average_views(np.zeros(4))
+      eval_metrics.average_views(np.zeros(4))
     with self.assertRaisesRegex(ValueError, "no views"):
-      evaluation.average_views(np.zeros((2, 0, 4)))
+      eval_metrics.average_views(np.zeros((2, 0, 4)))
 
   def test_softmax_is_stable_and_normalised(self):
-    probabilities = evaluation.softmax(np.array([[1000.0, 1000.0, -1000.0],
+    probabilities = eval_metrics.softmax(np.array([[1000.0, 1000.0, -1000.0],
                                                  [0.0, np.log(3.0), 0.0]]))
     np.testing.assert_allclose(probabilities,
                                [[0.5, 0.5, 0.0], [0.2, 0.6, 0.2]], atol=1e-12)
@@ -205,8 +207,8 @@ class ViewsAndSoftmaxTest(absltest.TestCase):
 class ReportTest(absltest.TestCase):
 
   def test_report_has_all_sections(self):
-    report = evaluation.format_report(
-        evaluation.compute_metrics(LOGITS, LABELS, CLASSES, top_k=2))
+    report = eval_reports.format_report(
+        eval_metrics.compute_metrics(LOGITS, LABELS, CLASSES, top_k=2))
     for text in ("Top-1 accuracy:", "66.67%", "Top-2 accuracy:", "100.00%",
                  "Mean class accuracy:", "72.22%", "Precision", "Support",
                  "Confusion matrix"):
@@ -216,9 +218,9 @@ class ReportTest(absltest.TestCase):
     self.assertRegex(report, r"2 crunch\s+0\s+0\s+1\n")
 
   def test_report_of_streams_has_one_section_each(self):
-    metrics = evaluation.evaluate_streams({"rgb": LOGITS, "flow": LOGITS},
+    metrics = eval_metrics.evaluate_streams({"rgb": LOGITS, "flow": LOGITS},
                                           LABELS, CLASSES)
-    report = evaluation.format_report(metrics)
+    report = eval_reports.format_report(metrics)
     for name in ("rgb", "flow", "joint"):
       self.assertIn(f"=== {name} ===", report)
 
@@ -227,7 +229,7 @@ class ConfusionMatrixPngTest(_TempDirTestCase):
 
   def test_png_decodes_and_is_not_uniform(self):
     path = os.path.join(self._tempdir(), "confusion.png")
-    evaluation.write_confusion_matrix_png(EXPECTED_CONFUSION, CLASSES, path)
+    eval_reports.write_confusion_matrix_png(EXPECTED_CONFUSION, CLASSES, path)
     image = cv2.imread(path)
     self.assertIsNotNone(image)
     self.assertGreater(image.shape[0], 100)
@@ -239,9 +241,9 @@ class ConfusionMatrixPngTest(_TempDirTestCase):
     self.assertEqual(os.listdir(os.path.dirname(path)), ["confusion.png"])
 
   def test_shading_follows_the_matrix(self):
-    diagonal = evaluation.render_confusion_matrix(np.eye(3, dtype=int) * 5,
+    diagonal = eval_reports.render_confusion_matrix(np.eye(3, dtype=int) * 5,
                                                   CLASSES)
-    off_diagonal = evaluation.render_confusion_matrix(
+    off_diagonal = eval_reports.render_confusion_matrix(
         np.roll(np.eye(3, dtype=int) * 5, 1, axis=1), CLASSES)
     self.assertEqual(diagonal.shape, off_diagonal.shape)
     self.assertFalse(np.array_equal(diagonal, off_diagonal))
@@ -250,16 +252,16 @@ class ConfusionMatrixPngTest(_TempDirTestCase):
     classes = [f"class_{i}" for i in range(50)]
     matrix = np.zeros((50, 50), dtype=int)
     matrix[0, 0] = 7
-    image = evaluation.render_confusion_matrix(matrix, classes)
+    image = eval_reports.render_confusion_matrix(matrix, classes)
     self.assertEqual(image.dtype, np.uint8)
     self.assertLess(max(image.shape[:2]), 2000)
 
   def test_bad_matrix_raises(self):
     path = os.path.join(self._tempdir(), "confusion.png")
     with self.assertRaisesRegex(ValueError, "shape"):
-      evaluation.write_confusion_matrix_png(np.zeros((2, 3)), CLASSES, path)
+      eval_reports.write_confusion_matrix_png(np.zeros((2, 3)), CLASSES, path)
     with self.assertRaisesRegex(ValueError, "counts"):
-      evaluation.write_confusion_matrix_png(-np.eye(3), CLASSES, path)
+      eval_reports.write_confusion_matrix_png(-np.eye(3), CLASSES, path)
     self.assertFalse(os.path.exists(path))
 
 
@@ -273,7 +275,7 @@ class PredictionsCsvTest(_TempDirTestCase):
     path = os.path.join(self._tempdir(), "predictions.csv")
     paths = [f"videos/clip,{i}.mp4" for i in range(6)]
     labels = [CLASSES[i] for i in LABELS]
-    evaluation.write_predictions_csv(path, paths, labels, LOGITS, CLASSES)
+    eval_reports.write_predictions_csv(path, paths, labels, LOGITS, CLASSES)
     rows = self._read(path)
     self.assertLen(rows, 6)
     self.assertEqual(list(rows[0]), ["path", "label", "prediction",
@@ -286,23 +288,23 @@ class PredictionsCsvTest(_TempDirTestCase):
                       "crunch"])
     probabilities = np.array([[float(row[f"prob_{name}"]) for name in CLASSES]
                               for row in rows])
-    np.testing.assert_allclose(probabilities, evaluation.softmax(LOGITS),
+    np.testing.assert_allclose(probabilities, eval_metrics.softmax(LOGITS),
                                atol=1e-6)
 
   def test_unlabelled_videos_have_empty_label(self):
     path = os.path.join(self._tempdir(), "predictions.csv")
-    evaluation.write_predictions_csv(path, ["a.mp4"], None, LOGITS[:1], CLASSES)
+    eval_reports.write_predictions_csv(path, ["a.mp4"], None, LOGITS[:1], CLASSES)
     self.assertEqual(self._read(path)[0]["label"], "")
 
   def test_bad_inputs_raise(self):
     path = os.path.join(self._tempdir(), "predictions.csv")
     with self.assertRaisesRegex(ValueError, "2 video paths"):
-      evaluation.write_predictions_csv(path, ["a", "b"], None, LOGITS, CLASSES)
+      eval_reports.write_predictions_csv(path, ["a", "b"], None, LOGITS, CLASSES)
     with self.assertRaisesRegex(ValueError, "not in the class list"):
-      evaluation.write_predictions_csv(path, ["a"], ["lunge"], LOGITS[:1],
+      eval_reports.write_predictions_csv(path, ["a"], ["lunge"], LOGITS[:1],
                                        CLASSES)
     with self.assertRaisesRegex(ValueError, "1 labels"):
-      evaluation.write_predictions_csv(path, ["a", "b"], ["squat"], LOGITS[:2],
+      eval_reports.write_predictions_csv(path, ["a", "b"], ["squat"], LOGITS[:2],
                                        CLASSES)
     self.assertFalse(os.path.exists(path))
 
@@ -320,7 +322,7 @@ class SlidingWindowsTest(parameterized.TestCase):
       (97, 10.0, 0.95, 0.3),
   )
   def test_windows_cover_the_video(self, num_frames, fps, window_s, stride_s):
-    windows = evaluation.sliding_windows(num_frames, fps, window_s, stride_s)
+    windows = classify.sliding_windows(num_frames, fps, window_s, stride_s)
     covered = np.zeros(num_frames, dtype=bool)
     for start, end in windows:
       self.assertGreaterEqual(start, 0)
@@ -335,14 +337,14 @@ class SlidingWindowsTest(parameterized.TestCase):
     self.assertEqual(starts, sorted(set(starts)))
 
   def test_exact_windows(self):
-    self.assertEqual(evaluation.sliding_windows(10, 1.0, 4.0, 2.0),
+    self.assertEqual(classify.sliding_windows(10, 1.0, 4.0, 2.0),
                      [(0, 4), (2, 6), (4, 8), (6, 10)])
     # The last window is aligned to the end.
-    self.assertEqual(evaluation.sliding_windows(11, 1.0, 4.0, 2.0),
+    self.assertEqual(classify.sliding_windows(11, 1.0, 4.0, 2.0),
                      [(0, 4), (2, 6), (4, 8), (6, 10), (7, 11)])
 
   def test_short_video_gives_one_window(self):
-    self.assertEqual(evaluation.sliding_windows(30, 25.0, 2.0, 1.0), [(0, 30)])
+    self.assertEqual(classify.sliding_windows(30, 25.0, 2.0, 1.0), [(0, 30)])
 
   @parameterized.named_parameters(
       ("no_frames", 0, 25.0, 2.0, 1.0, "num_frames"),
@@ -355,7 +357,7 @@ class SlidingWindowsTest(parameterized.TestCase):
   def test_bad_arguments_raise(self, num_frames, fps, window_s, stride_s,
                                message):
     with self.assertRaisesRegex(ValueError, message):
-      evaluation.sliding_windows(num_frames, fps, window_s, stride_s)
+      classify.sliding_windows(num_frames, fps, window_s, stride_s)
 
 
 class TimelineTest(absltest.TestCase):
@@ -363,7 +365,7 @@ class TimelineTest(absltest.TestCase):
   def test_entries_in_seconds(self):
     windows = [(0, 50), (25, 75)]
     probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
-    entries = evaluation.timeline(windows, probabilities, CLASSES, fps=25.0)
+    entries = classify.timeline(windows, probabilities, CLASSES, fps=25.0)
     self.assertEqual(entries, [
         {"start": 0.0, "end": 2.0, "label": "squat", "probability": 0.7},
         {"start": 1.0, "end": 3.0, "label": "crunch", "probability": 0.6},
@@ -373,13 +375,13 @@ class TimelineTest(absltest.TestCase):
   def test_bad_inputs_raise(self):
     windows = [(0, 50), (25, 75)]
     with self.assertRaisesRegex(ValueError, "softmax"):
-      evaluation.timeline(windows, LOGITS[:2], CLASSES, fps=25.0)
+      classify.timeline(windows, LOGITS[:2], CLASSES, fps=25.0)
     with self.assertRaisesRegex(ValueError, "shape"):
-      evaluation.timeline(windows, np.full((3, 3), 1 / 3), CLASSES, fps=25.0)
+      classify.timeline(windows, np.full((3, 3), 1 / 3), CLASSES, fps=25.0)
     with self.assertRaisesRegex(ValueError, "no windows"):
-      evaluation.timeline([], np.zeros((0, 3)), CLASSES, fps=25.0)
+      classify.timeline([], np.zeros((0, 3)), CLASSES, fps=25.0)
     with self.assertRaisesRegex(ValueError, "fps"):
-      evaluation.timeline(windows, np.full((2, 3), 1 / 3), CLASSES, fps=0.0)
+      classify.timeline(windows, np.full((2, 3), 1 / 3), CLASSES, fps=0.0)
 
 
 class AnnotatedVideoTest(_TempDirTestCase):
@@ -408,7 +410,7 @@ class AnnotatedVideoTest(_TempDirTestCase):
 
   def test_frames_are_annotated_and_counted(self):
     out_path = os.path.join(self.directory, "annotated.mp4")
-    written = evaluation.write_annotated_video(self.frames, self.entries,
+    written = eval_reports.write_annotated_video(self.frames, self.entries,
                                                out_path, fps=self.fps)
     self.assertEqual(written, 25)
     self.assertEqual(os.listdir(self.directory), ["annotated.mp4"])
@@ -426,11 +428,11 @@ class AnnotatedVideoTest(_TempDirTestCase):
 
   def test_video_file_input_keeps_frame_count_and_rate(self):
     source = os.path.join(self.directory, "source.mp4")
-    evaluation.write_annotated_video(self.frames, self.entries, source,
+    eval_reports.write_annotated_video(self.frames, self.entries, source,
                                      fps=self.fps)
     out_path = os.path.join(self.directory, "again.mp4")
     self.assertEqual(
-        evaluation.write_annotated_video(source, self.entries, out_path), 25)
+        eval_reports.write_annotated_video(source, self.entries, out_path), 25)
     self.assertEqual(testdata.count_frames(out_path), 25)
     capture = cv2.VideoCapture(out_path)
     self.assertAlmostEqual(capture.get(cv2.CAP_PROP_FPS), self.fps, places=3)
@@ -439,24 +441,24 @@ class AnnotatedVideoTest(_TempDirTestCase):
   def test_bad_inputs_raise(self):
     out_path = os.path.join(self.directory, "annotated.mp4")
     with self.assertRaisesRegex(ValueError, "uint8"):
-      evaluation.write_annotated_video(self.frames.astype(np.float32),
+      eval_reports.write_annotated_video(self.frames.astype(np.float32),
                                        self.entries, out_path, fps=self.fps)
     with self.assertRaisesRegex(ValueError, "frame rate"):
-      evaluation.write_annotated_video(self.frames, self.entries, out_path)
+      eval_reports.write_annotated_video(self.frames, self.entries, out_path)
     with self.assertRaisesRegex(ValueError, "timeline is empty"):
-      evaluation.write_annotated_video(self.frames, [], out_path, fps=self.fps)
+      eval_reports.write_annotated_video(self.frames, [], out_path, fps=self.fps)
     with self.assertRaisesRegex(ValueError, "lacks"):
-      evaluation.write_annotated_video(self.frames, [{"start": 0.0}], out_path,
+      eval_reports.write_annotated_video(self.frames, [{"start": 0.0}], out_path,
                                        fps=self.fps)
     with self.assertRaisesRegex(ValueError, "extension"):
-      evaluation.write_annotated_video(
+      eval_reports.write_annotated_video(
           self.frames, self.entries, os.path.join(self.directory, "out"),
           fps=self.fps)
     with self.assertRaisesRegex(ValueError, "not found"):
-      evaluation.write_annotated_video(
+      eval_reports.write_annotated_video(
           os.path.join(self.directory, "missing.mp4"), self.entries, out_path)
     with self.assertRaisesRegex(ValueError, "no frames"):
-      evaluation.write_annotated_video(self.frames[:0], self.entries, out_path,
+      eval_reports.write_annotated_video(self.frames[:0], self.entries, out_path,
                                        fps=self.fps)
     self.assertEqual(os.listdir(self.directory), [])
 

@@ -1,4 +1,4 @@
-"""Tests for evaluate.py and i3d.trained on a tiny trained two-stream run."""
+"""Tests for evaluate.py and i3d.eval (runs, evaluate, classify) on a tiny trained two-stream run."""
 
 import csv
 import json
@@ -13,14 +13,18 @@ import cv2
 import numpy as np
 
 from i3d import checkpoints
-from i3d.data import cache as dataset
-from i3d.eval import metrics as evaluation
-from i3d.eval import runs as trained
-from i3d.train import loop as training
-from i3d.video import preprocess as video
+from i3d import config as config_lib
+from i3d.data import cache as data_cache
+from i3d.data import pipeline as data_pipeline
+from i3d.eval import classify
+from i3d.eval import evaluate as evaluation
+from i3d.eval import metrics as eval_metrics
+from i3d.eval import runs as eval_runs
+from i3d.train import loop as train_loop
+from i3d.video import preprocess as video_preprocess
 from tests import testdata
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+ROOT = testdata.ROOT
 CLASSES = ("right", "left")
 METRIC_KEYS = {"top1", "top_k", "mean_class_accuracy", "per_class",
                "confusion_matrix", "classes", "num_videos"}
@@ -30,12 +34,6 @@ def run_evaluate(*args: str) -> subprocess.CompletedProcess:
   return subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"),
                          *args], cwd=ROOT, capture_output=True, text=True,
                         check=False)
-
-
-def write_corrupt_video(path: str) -> str:
-  with open(path, "w", encoding="utf-8") as f:
-    f.write("not a video " * 50)
-  return path
 
 
 class _Run:
@@ -48,23 +46,23 @@ class _Run:
   root: str
   cache_dir: str
   train_dir: str
-  model: trained.TrainedModel
+  model: eval_runs.TrainedModel
   eval_paths: tuple
 
 
 def setUpModule():
-  _Run.root = tempfile.mkdtemp()
+  _Run.root = tempfile.mkdtemp(dir=absltest.get_default_test_tmpdir())
   _Run.cache_dir = testdata.prepare_direction_cache(_Run.root, CLASSES)
   _Run.train_dir = os.path.join(_Run.root, "run")
-  config = training.TrainConfig(
+  config = config_lib.TrainConfig(
       cache_dir=_Run.cache_dir, train_dir=_Run.train_dir, classes=CLASSES,
       stream="joint", num_frames=4, crop_size=32, batch_size=2, num_steps=1,
       feature_views=1, export=False, rgb_checkpoint=(
           checkpoints.write_random_checkpoint(os.path.join(_Run.root, "rgb"))))
-  training.save_config(config)
-  training.Trainer(config).train()
-  _Run.model = trained.load_run(_Run.train_dir)
-  _Run.eval_paths = dataset.read_cache(_Run.cache_dir).splits["eval"]
+  config_lib.save_config(config)
+  train_loop.Trainer(config).train()
+  _Run.model = eval_runs.load_run(_Run.train_dir)
+  _Run.eval_paths = data_cache.read_cache(_Run.cache_dir).splits["eval"]
 
 
 def tearDownModule():
@@ -81,7 +79,7 @@ class TrainedRunTest(absltest.TestCase):
       setattr(cls, name, getattr(_Run, name))
 
   def tempdir(self) -> str:
-    return self.enterContext(tempfile.TemporaryDirectory(dir=self.root))
+    return self.create_tempdir().full_path
 
   def assert_metrics_schema(self, metrics, num_videos):
     self.assertEqual(set(metrics), METRIC_KEYS | {"streams"})
@@ -98,9 +96,9 @@ class EvaluateModelTest(TrainedRunTest):
 
   def test_evaluate_train_dir_writes_eval_metrics(self):
     output_dir = self.tempdir()
-    result = trained.evaluate_train_dir(self.train_dir, output_dir=output_dir)
+    result = evaluation.evaluate_train_dir(self.train_dir, output_dir=output_dir)
 
-    with open(os.path.join(self.train_dir, training.METRICS_FILE)) as f:
+    with open(os.path.join(self.train_dir, evaluation.METRICS_FILE)) as f:
       metrics = json.load(f)
     self.assertEqual(metrics, json.loads(json.dumps(result.metrics)))
     self.assert_metrics_schema(metrics, len(self.eval_paths))
@@ -114,12 +112,12 @@ class EvaluateModelTest(TrainedRunTest):
         "confusion_matrix_rgb.png", "confusion_matrix_flow.png"])
 
   def test_multi_view_averages_the_views(self):
-    config = trained.with_views(self.model.config, num_frames=4, num_clips=2,
+    config = eval_runs.with_views(self.model.config, num_frames=4, num_clips=2,
                                 num_crops=3)
-    result = trained.evaluate_model(self.model.classifier, config, split=None)
+    result = evaluation.evaluate_model(self.model.classifier, config, split=None)
 
     self.assert_metrics_schema(result.metrics, 8)
-    first = next(iter(dataset.make_eval_dataset(
+    first = next(iter(data_pipeline.make_eval_dataset(
         self.cache_dir, "train", ("rgb", "flow"), num_frames=4, crop_size=32,
         num_clips=2, num_crops=3)))
     self.assertEqual(first["rgb"].shape, (6, 4, 32, 32, 3))
@@ -133,50 +131,50 @@ class EvaluateModelTest(TrainedRunTest):
   def test_views_that_cannot_be_are_refused(self):
     config = self.model.config
     with self.assertRaisesRegex(ValueError, "same clip"):
-      trained.with_views(config, num_clips=2, whole_video=True)
+      eval_runs.with_views(config, num_clips=2, whole_video=True)
     with self.assertRaisesRegex(ValueError, "num_crops must be 1 or 3"):
-      trained.with_views(config, num_frames=4, num_crops=2)
-    self.assertIsNone(trained.with_views(config).eval_num_frames)
+      eval_runs.with_views(config, num_frames=4, num_crops=2)
+    self.assertIsNone(eval_runs.with_views(config).eval_num_frames)
 
 
 class LoadErrorsTest(TrainedRunTest):
 
   def test_empty_directory_has_no_checkpoint(self):
     empty = self.tempdir()
-    with self.assertRaisesRegex(trained.ModelError,
+    with self.assertRaisesRegex(eval_runs.ModelError,
                                 f"{empty}: no checkpoint in"):
-      trained.load_run(empty)
+      eval_runs.load_run(empty)
 
   def test_classes_differing_from_the_checkpoint(self):
     with self.assertRaisesRegex(
-        trained.ModelError, r"differ from the class list of the checkpoint.*"
+        eval_runs.ModelError, r"differ from the class list of the checkpoint.*"
         r"not in the checkpoint \['squat'\]"):
-      trained.load_run(self.train_dir, classes=["right", "squat"])
-    with self.assertRaisesRegex(trained.ModelError, "another order"):
-      trained.load_run(self.train_dir, classes=["left", "right"])
+      eval_runs.load_run(self.train_dir, classes=["right", "squat"])
+    with self.assertRaisesRegex(eval_runs.ModelError, "another order"):
+      eval_runs.load_run(self.train_dir, classes=["left", "right"])
 
   def test_config_class_list_not_matching_the_logits(self):
     copy = os.path.join(self.tempdir(), "run")
     shutil.copytree(self.train_dir, copy)
-    config_path = os.path.join(copy, training.CONFIG_FILE)
+    config_path = os.path.join(copy, config_lib.CONFIG_FILE)
     with open(config_path) as f:
       config = json.load(f)
     config["classes"].append("up")
     with open(config_path, "w") as f:
       json.dump(config, f)
     with self.assertRaisesRegex(
-        trained.ModelError, r"rgb logits have 2 classes but .*config.json "
+        eval_runs.ModelError, r"rgb logits have 2 classes but .*config.json "
         r"lists 3 \(right, left, up\)"):
-      trained.load_run(copy)
+      eval_runs.load_run(copy)
 
   def test_checkpoint_of_another_kind(self):
     kinetics = checkpoints.write_random_checkpoint(
         os.path.join(self.tempdir(), "kinetics"))
-    with self.assertRaisesRegex(trained.ModelError,
+    with self.assertRaisesRegex(eval_runs.ModelError,
                                 "not a checkpoint written by train.py"):
-      trained.load_run(self.train_dir, checkpoint=kinetics)
-    with self.assertRaisesRegex(trained.ModelError, "no checkpoint"):
-      trained.load_run(self.train_dir, checkpoint=kinetics + "-missing")
+      eval_runs.load_run(self.train_dir, checkpoint=kinetics)
+    with self.assertRaisesRegex(eval_runs.ModelError, "no checkpoint"):
+      eval_runs.load_run(self.train_dir, checkpoint=kinetics + "-missing")
 
 
 class ClassifyVideoTest(TrainedRunTest):
@@ -188,8 +186,8 @@ class ClassifyVideoTest(TrainedRunTest):
     self.preprocess = self.model.preprocess
 
   def test_streamed_frames_equal_the_whole_clip(self):
-    clip = video.load_clip(self.video, ("rgb", "flow"), self.preprocess, 32)
-    frames = list(trained._model_frames(self.video, ("rgb", "flow"),
+    clip = video_preprocess.load_clip(self.video, ("rgb", "flow"), self.preprocess, 32)
+    frames = list(video_preprocess.iter_model_frames(self.video, ("rgb", "flow"),
                                         self.preprocess, 32))
     self.assertLen(frames, 45)
     for stream in ("rgb", "flow"):
@@ -197,28 +195,37 @@ class ClassifyVideoTest(TrainedRunTest):
                                     clip[stream])
 
   def test_timeline_windows_cover_the_video(self):
-    entries = trained.classify_timeline(self.model.classifier, self.video,
+    entries = classify.classify_timeline(self.model.classifier, self.video,
                                         self.preprocess, 32, window_s=0.8,
                                         stride_s=0.4)
     # 45 frames at 25 fps: windows of 20 frames every 10, and one at the end.
-    windows = evaluation.sliding_windows(45, 25.0, 0.8, 0.4)
+    windows = classify.sliding_windows(45, 25.0, 0.8, 0.4)
     self.assertEqual(windows, [(0, 20), (10, 30), (20, 40), (25, 45)])
     self.assertEqual([(e["start"], e["end"]) for e in entries],
                      [(s / 25.0, e / 25.0) for s, e in windows])
-    for entry in entries:
-      self.assertIn(entry["label"], CLASSES)
-      self.assertBetween(entry["probability"], 0.5, 1.0)
+    # Each window's entry is that window's frames classified as one clip.
+    classifier = self.model.classifier
+    frames = list(video_preprocess.iter_model_frames(
+        self.video, classifier.streams, self.preprocess, 32))
+    for (start, end), entry in zip(windows, entries):
+      clips = {s: np.stack([f[s] for f in frames[start:end]])[None]
+               for s in classifier.streams}
+      probabilities = eval_metrics.softmax(
+          classifier.logits(clips, any_length=True)["joint"][0])
+      self.assertEqual(entry["label"], CLASSES[int(np.argmax(probabilities))])
+      self.assertAlmostEqual(entry["probability"], probabilities.max(),
+                             places=5)
     # The first window is the video's first 20 frames classified as a clip.
-    first = trained.classify_video(
+    first = classify.classify_video(
         self.model.classifier, self.video,
-        video.PreprocessConfig(**{**self.preprocess.to_dict(),
+        video_preprocess.PreprocessConfig(**{**self.preprocess.to_dict(),
                                   "max_frames": 20}), 32)
-    probabilities = evaluation.softmax(first["joint"])
+    probabilities = eval_metrics.softmax(first["joint"])
     self.assertEqual(entries[0]["label"],
                      CLASSES[int(np.argmax(probabilities))])
     self.assertAlmostEqual(entries[0]["probability"], probabilities.max(),
                            places=5)
-    text = trained.format_prediction(
+    text = classify.format_prediction(
         self.video, [{"label": "right", "probability": 0.912},
                      {"label": "left", "probability": 0.088}])
     self.assertEqual(text, f"{self.video}\n   91.2%  right\n    8.8%  left")
@@ -233,7 +240,7 @@ class EvaluateScriptTest(TrainedRunTest):
       for i in range(2):
         testdata.write_moving_square(
             os.path.join(data_dir, label, f"{i}.mp4"), step=step, seed=i)
-    broken = write_corrupt_video(os.path.join(data_dir, "left", "broken.mp4"))
+    broken = testdata.write_not_a_video(os.path.join(data_dir, "left", "broken.mp4"))
     output_dir = os.path.join(self.tempdir(), "report")
     output_json = os.path.join(output_dir, "extra", "metrics.json")
     cache_dir = os.path.join(self.tempdir(), "cache")

@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import tempfile
 from unittest import mock
 
 from absl.testing import absltest
@@ -10,13 +9,15 @@ import numpy as np
 import tensorflow as tf
 
 from i3d import checkpoints
+from i3d import config as config_lib
 from i3d import export
 from i3d import labels
+from i3d import streams as streams_lib
+from i3d.train import checkpointer as train_checkpointer
 from i3d import two_stream
+from tests import testdata
 
-REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
-                         "..", "shared", "reference", "kinetics-i3d",
-                         "checkpoints")
+REFERENCE = os.path.join(testdata.REFERENCE, "checkpoints")
 REFERENCES = {"rgb": "rgb_scratch", "flow": "flow_scratch"}
 
 CLASSES = ("squat_correct", "squat_not-low", "crunch_correct")
@@ -27,14 +28,14 @@ LOGITS = "Logits/Conv3d_0c_1x1/conv_3d/"
 def random_clips(streams, batch: int, frames: int, seed: int):
   rng = np.random.RandomState(seed)
   return {s: rng.uniform(-1, 1, [batch, frames, CROP, CROP,
-                                 two_stream.STREAM_CHANNELS[s]])
+                                 streams_lib.CHANNELS[s]])
              .astype(np.float32) for s in streams}
 
 
 def built_model(num_classes: int, streams) -> two_stream.TwoStreamI3d:
   net = two_stream.TwoStreamI3d(num_classes, streams)
   for stream, stream_model in net.streams.items():
-    checkpoints.ensure_built(stream_model, two_stream.STREAM_CHANNELS[stream])
+    checkpoints.ensure_built(stream_model, streams_lib.CHANNELS[stream])
   return net
 
 
@@ -71,7 +72,7 @@ class ExportTest(absltest.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.tmp = tempfile.mkdtemp()
+    cls.tmp = testdata.class_tempdir(cls)
     # A one-device MirroredStrategy gives the variables their training types:
     # mirrored weights and ON_READ (MEAN) batch-norm statistics.
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
@@ -117,8 +118,6 @@ class ExportTest(absltest.TestCase):
     self.assertEqual(
         shapes["RGB/inception_i3d/Mixed_5c/Branch_3/Conv3d_0b_1x1/batch_norm/"
                "moving_variance"], [128])
-    if not os.path.isdir(REFERENCE):
-      self.skipTest(f"DeepMind's checkpoints are not at {REFERENCE}")
     # Every name and shape of DeepMind's checkpoints, the logits resized.
     expected = {}
     for reference in REFERENCES.values():
@@ -271,15 +270,14 @@ class SmallModelTest(absltest.TestCase):
     self.assertEqual(os.listdir(self.tmp), [])
 
   def test_export_train_dir_exports_the_latest_checkpoint(self):
-    from i3d.train import loop as training  # pylint: disable=g-import-not-at-top
-    config = training.TrainConfig(cache_dir=self.tmp, train_dir=self.tmp,
+    config = config_lib.TrainConfig(cache_dir=self.tmp, train_dir=self.tmp,
                                   classes=("a", "b"), stream="rgb",
                                   crop_size=CROP)
-    training.save_config(config)
+    config_lib.save_config(config)
     net = built_model(2, ("rgb",))
     perturb(net, seed=6)
     tf.train.Checkpoint(model=net).save(
-        os.path.join(self.tmp, training.CHECKPOINT_SUBDIR, "ckpt"))
+        os.path.join(self.tmp, train_checkpointer.CHECKPOINT_SUBDIR, "ckpt"))
     with mock.patch.object(export, "export_all", autospec=True) as export_all:
       export.export_train_dir(self.tmp)
     (model, directory, classes, crop_size), _ = export_all.call_args

@@ -8,10 +8,11 @@ import numpy as np
 import tensorflow as tf
 
 from i3d import model
+from i3d import streams as streams_lib
 from i3d import two_stream
+from tests import testdata
 
-REFERENCE = os.path.join(os.path.dirname(__file__), "..", "..", "shared",
-                         "reference", "kinetics-i3d", "checkpoints")
+REFERENCE = os.path.join(testdata.REFERENCE, "checkpoints")
 
 
 def reference_shapes(name: str) -> dict[str, list[int]]:
@@ -25,7 +26,7 @@ class VariablesTest(parameterized.TestCase):
                             ("flow", "flow_imagenet"), ("flow", "flow_scratch"))
   def test_names_and_shapes_equal_deepmind_checkpoint(self, stream, reference):
     net = two_stream.TwoStreamI3d(400, [stream])
-    channels = two_stream.STREAM_CHANNELS[stream]
+    channels = streams_lib.CHANNELS[stream]
     net({stream: tf.zeros([1, 1, 8, 8, channels])}, is_training=False)
     ours = {v.name.split(":")[0]: v.shape.as_list() for v in net.variables}
     self.assertEqual(ours, reference_shapes(reference))
@@ -138,9 +139,24 @@ class InceptionI3dTest(parameterized.TestCase):
   def test_dropout_only_in_training(self):
     net = model.InceptionI3d(5)
     x = tf.random.uniform([1, 2, 16, 16, 3])
-    a, _ = net(x, is_training=False, dropout_keep_prob=0.5)
-    b, _ = net(x, is_training=False, dropout_keep_prob=0.5)
-    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # The head alone (batch norm, which is_training also switches, is before
+    # it), on unit-scale features: a random network's own are tiny.
+    pooled = tf.random.normal(
+        net.pool(net.features(x, is_training=False)).shape, seed=0)
+    undropped = net.head(pooled, is_training=False).numpy()
+    # Not in evaluation, whatever the keep probability.
+    np.testing.assert_array_equal(
+        net.head(pooled, is_training=False, dropout_keep_prob=0.5).numpy(),
+        undropped)
+    np.testing.assert_array_equal(
+        net.head(pooled, is_training=True, dropout_keep_prob=1.0).numpy(),
+        undropped)
+    # In training it drops half of the 1024 features: other logits each time.
+    dropped = [net.head(pooled, is_training=True, dropout_keep_prob=0.5).numpy()
+               for _ in range(2)]
+    scale = np.abs(undropped).max()
+    self.assertGreater(np.abs(dropped[0] - undropped).max(), 0.1 * scale)
+    self.assertGreater(np.abs(dropped[0] - dropped[1]).max(), 0.1 * scale)
 
 
 class TwoStreamTest(absltest.TestCase):
@@ -154,11 +170,6 @@ class TwoStreamTest(absltest.TestCase):
                                (logits["rgb"] + logits["flow"]).numpy(),
                                rtol=1e-6)
 
-  def test_parse_streams(self):
-    self.assertEqual(two_stream.parse_streams("joint"), ("rgb", "flow"))
-    self.assertEqual(two_stream.parse_streams("flow"), ("flow",))
-    with self.assertRaisesRegex(ValueError, "Unknown stream"):
-      two_stream.parse_streams("depth")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -14,15 +13,16 @@ import pytest
 import tensorflow as tf
 
 from i3d import checkpoints
-from i3d.eval import classify as inference
-from i3d.train import loop as training
+from i3d import config as config_lib
+from i3d.eval import classify
+from i3d.eval import runs as eval_runs
+from i3d.train import checkpointer as train_checkpointer
 from i3d import two_stream
-from i3d.video import preprocess as video
+from i3d.video import io as video_io
 from tests import testdata
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-SAMPLE = os.path.join(ROOT, "..", "shared", "reference", "kinetics-i3d", "data",
-                      "v_CricketShot_g04_c01_rgb.gif")
+ROOT = testdata.ROOT
+SAMPLE = testdata.CRICKET_RGB_GIF
 TOP_5 = ["playing cricket", "robot dancing", "pumping fist", "breakdancing",
          "hurling (sport)"]
 
@@ -36,28 +36,28 @@ def run_predict(*args: str) -> subprocess.CompletedProcess:
 class ClipLoadingTest(absltest.TestCase):
 
   def test_gif_sample_decodes_to_model_range(self):
-    clip = inference.load_gif_clip(SAMPLE)
+    clip = classify.load_gif_clip(SAMPLE)
     self.assertEqual(clip.shape, (79, 224, 224, 3))
     self.assertBetween(clip.min(), -1.0, -0.9)
     self.assertEqual(clip.max(), 1.0)
 
   def test_bad_npy_is_a_clear_error(self):
-    with tempfile.TemporaryDirectory() as tmp:
-      path = os.path.join(tmp, "bad.npy")
-      np.save(path, np.zeros([4, 16, 16], np.float32))
-      with self.assertRaisesRegex(inference.ClipError,
-                                  f"{path}: expected a .*got shape"):
-        inference.load_npy_clip(path)
-      np.save(path, np.full([1, 2, 8, 8, 3], 3.0, np.float32))
-      with self.assertRaisesRegex(inference.ClipError, r"in \[-1, 1\]"):
-        inference.load_npy_clip(path)
-      result = run_predict(f"--npy={path}")
-      self.assertNotEqual(result.returncode, 0)
-      self.assertIn(f"error: {path}", result.stderr)
-      self.assertNotIn("Traceback", result.stderr)
+    tmp = self.create_tempdir().full_path
+    path = os.path.join(tmp, "bad.npy")
+    np.save(path, np.zeros([4, 16, 16], np.float32))
+    with self.assertRaisesRegex(classify.ClipError,
+                                f"{path}: expected a .*got shape"):
+      classify.load_npy_clip(path)
+    np.save(path, np.full([1, 2, 8, 8, 3], 3.0, np.float32))
+    with self.assertRaisesRegex(classify.ClipError, r"in \[-1, 1\]"):
+      classify.load_npy_clip(path)
+    result = run_predict(f"--npy={path}")
+    self.assertNotEqual(result.returncode, 0)
+    self.assertIn(f"error: {path}", result.stderr)
+    self.assertNotIn("Traceback", result.stderr)
 
   def test_top_k_probabilities(self):
-    top = inference.top_k(np.array([1.0, 3.0, 2.0]), ["a", "b", "c"], k=2)
+    top = classify.top_k(np.array([1.0, 3.0, 2.0]), ["a", "b", "c"], k=2)
     self.assertEqual([p.label for p in top], ["b", "c"])
     expected = np.exp([3.0, 2.0]) / np.exp([1.0, 2.0, 3.0]).sum()
     np.testing.assert_allclose([p.probability for p in top], expected)
@@ -85,7 +85,7 @@ class CricketSampleTest(absltest.TestCase):
   def test_gif_and_npy_give_deepmind_numbers(self):
     with tempfile.TemporaryDirectory() as tmp:
       npy = os.path.join(tmp, "cricket_rgb.npy")
-      np.save(npy, inference.load_gif_clip(SAMPLE)[None])
+      np.save(npy, classify.load_gif_clip(SAMPLE)[None])
       for flag in (f"--gif={SAMPLE}", f"--npy={npy}"):
         json_path = os.path.join(tmp, "out.json")
         self.check_output(
@@ -101,27 +101,22 @@ class ExerciseModeTest(absltest.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.root = tempfile.mkdtemp()
+    cls.root = testdata.class_tempdir(cls)
     cache_dir = testdata.prepare_direction_cache(cls.root, cls.CLASSES)
     cls.train_dir = os.path.join(cls.root, "run")
-    config = training.TrainConfig(cache_dir=cache_dir,
+    config = config_lib.TrainConfig(cache_dir=cache_dir,
                                   train_dir=cls.train_dir,
                                   classes=cls.CLASSES, stream="rgb",
                                   num_frames=4, crop_size=32)
-    training.save_config(config)
+    config_lib.save_config(config)
     # The layout train.py's Trainer saves (weights need not be trained here).
     model = two_stream.TwoStreamI3d(len(cls.CLASSES), config.streams)
     checkpoints.ensure_built(model.streams["rgb"], 3)
     tf.train.Checkpoint(model=model).save(
-        os.path.join(cls.train_dir, training.CHECKPOINT_SUBDIR, "ckpt"))
-
-  @classmethod
-  def tearDownClass(cls):
-    shutil.rmtree(cls.root)
-    super().tearDownClass()
+        os.path.join(cls.train_dir, train_checkpointer.CHECKPOINT_SUBDIR, "ckpt"))
 
   def tempdir(self) -> str:
-    return self.enterContext(tempfile.TemporaryDirectory(dir=self.root))
+    return self.create_tempdir().full_path
 
   def test_folder_gives_json_lines_and_reports_a_corrupt_video(self):
     folder = self.tempdir()
@@ -171,9 +166,16 @@ class ExerciseModeTest(absltest.TestCase):
     # aligned to the end, so every moment of the 1.8 s is covered.
     self.assertEqual([(e["start"], e["end"]) for e in entries],
                      [(0.0, 0.8), (0.4, 1.2), (0.8, 1.6), (1.0, 1.8)])
-    for entry in entries:
-      self.assertIn(entry["label"], self.CLASSES)
-      self.assertBetween(entry["probability"], 0.5, 1.0)
+    # The script's timeline is the library's for the run.
+    run = eval_runs.load_run(self.train_dir)
+    expected = classify.classify_timeline(
+        run.classifier, clip, run.preprocess, run.config.crop_size,
+        window_s=0.8, stride_s=0.4)
+    self.assertEqual([e["label"] for e in entries],
+                     [e["label"] for e in expected])
+    np.testing.assert_allclose([e["probability"] for e in entries],
+                               [e["probability"] for e in expected],
+                               atol=1e-5)
     with open(output_json) as f:
       self.assertEqual(json.load(f), entries)
     self.assertEqual(testdata.count_frames(annotated), 45)
@@ -191,8 +193,8 @@ class KineticsVideoTest(absltest.TestCase):
   def test_cricket_video_file(self):
     with tempfile.TemporaryDirectory() as tmp:
       path = os.path.join(tmp, "cricket.mp4")
-      frames = np.round((inference.load_gif_clip(SAMPLE) + 1.0) / 2.0 * 255)
-      video.write_video(path, frames.astype(np.uint8), 25.0)
+      frames = np.round((classify.load_gif_clip(SAMPLE) + 1.0) / 2.0 * 255)
+      video_io.write_video(path, frames.astype(np.uint8), 25.0)
       json_path = os.path.join(tmp, "out.json")
       result = run_predict(f"--video={path}", f"--output_json={json_path}",
                            "--top_k=5")

@@ -9,22 +9,20 @@ import sys
 import time
 
 from absl.testing import absltest
-import numpy as np
 import tensorflow as tf
 
-from i3d.data import cache as dataset
-from i3d.video import preprocess as video
+from i3d.data import cache as data_cache
+from i3d.video import preprocess as video_preprocess
+from tests import testdata
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+REPO = testdata.ROOT
 CLASSES = "squat_correct,crunch_correct"
 
 
 def write_clip(path: str, num_frames: int, seed: int) -> None:
   """Writes a 25 fps 64x48 clip of random frames."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  frames = np.random.default_rng(seed).integers(
-      0, 256, (num_frames, 48, 64, 3), dtype=np.uint8)
-  video.write_video(path, frames, 25.0)
+  testdata.write_clip(path, testdata.random_frames(num_frames, seed=seed))
 
 
 def command(*flags: str) -> list[str]:
@@ -61,8 +59,8 @@ class PrepareDataTest(absltest.TestCase):
     with open(os.path.join(self.cache, "splits.json")) as f:
       splits = json.load(f)
     self.assertEqual((len(splits["train"]), len(splits["eval"])), (2, 2))
-    info = dataset.read_cache(self.cache)
-    self.assertEqual(info.config, video.PreprocessConfig(
+    info = data_cache.read_cache(self.cache)
+    self.assertEqual(info.config, video_preprocess.PreprocessConfig(
         short_side=48, flow_algorithm="dis"))
     self.assertLen(info.entries, 4)
 
@@ -110,15 +108,15 @@ class PrepareDataTest(absltest.TestCase):
         frames = example.feature_lists.feature_list[f"{stream}/encoded"].feature
         self.assertLen(frames, record["num_frames"])
 
-    report = dataset.prepare_dataset(
+    report = data_cache.prepare_dataset(
         self.cache, data_dir=self.data, classes=CLASSES,
-        config=video.PreprocessConfig(short_side=48))
+        config=video_preprocess.PreprocessConfig(short_side=48))
     self.assertTrue(report.ok, report.summary())
     self.assertEqual((report.num_cached, report.num_prepared),
                      (len(done), num_videos - len(done)))
     self.assertEmpty(glob.glob(os.path.join(self.cache, "**", ".*.tmp"),
                                recursive=True))
-    self.assertLen(dataset.read_cache(self.cache).entries, num_videos)
+    self.assertLen(data_cache.read_cache(self.cache).entries, num_videos)
 
 
 if __name__ == "__main__":

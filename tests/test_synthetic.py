@@ -1,11 +1,10 @@
-"""Tests for i3d.synthetic: class rules, determinism, files, manifest, CLI."""
+"""Tests for i3d_demo.synthetic: class rules, determinism, files, manifest, CLI."""
 
 import csv
 import dataclasses
 import os
 import subprocess
 import sys
-import tempfile
 from typing import Callable
 
 from absl.testing import absltest
@@ -14,10 +13,11 @@ import cv2
 import numpy as np
 
 from i3d import labels
+from i3d.video import io as video_io
 from i3d_demo import synthetic
-from i3d.video import preprocess as video
+from tests import testdata
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPO = testdata.ROOT
 # Small frames keep the file tests fast; nothing they check depends on size.
 _SMALL = {"width": 64, "height": 48}
 
@@ -281,7 +281,7 @@ class _TempDirTestCase(absltest.TestCase):
   """Temporary directories under absltest and pytest alike."""
 
   def _tempdir(self) -> str:
-    return self.enterContext(tempfile.TemporaryDirectory())
+    return self.create_tempdir().full_path
 
 
 class DatasetTest(_TempDirTestCase):
@@ -315,7 +315,7 @@ class DatasetTest(_TempDirTestCase):
     clip = synthetic.sample_clip("crunch_bad-hands", 1, 0, num_subjects=2,
                                  **_SMALL)
     path = os.path.join(directory, synthetic.clip_path(clip.label, 1))
-    decoded = video.read_video(path, fps=clip.fps, short_side=clip.height)
+    decoded = video_io.read_video(path, fps=clip.fps, short_side=clip.height)
     rendered = synthetic.render_clip(clip)
     self.assertEqual(decoded.shape, rendered.shape)
     # Lossy but close; swapped colour channels would be far off.

@@ -1,13 +1,12 @@
-"""Tests for i3d.training and train.py, on tiny prepared datasets."""
+"""Tests for i3d.train (steps, features, checkpointer, loop) and train.py, on tiny prepared datasets."""
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 import numpy as np
@@ -15,16 +14,23 @@ import pytest
 import tensorflow as tf
 
 from i3d import checkpoints
-from i3d.eval import runs as trained
-from i3d.train import loop as training
+from i3d import config as config_lib
+from i3d.data import pipeline as data_pipeline
+from i3d.eval import evaluate as evaluation
+from i3d.eval import runs as eval_runs
+from i3d import kinetics_weights
+from i3d.train import checkpointer as train_checkpointer
+from i3d.train import features as train_features
+from i3d.train import loop as train_loop
+from i3d.train import steps as train_steps
 from tests import testdata
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+ROOT = testdata.ROOT
 CLASSES = ("right", "left")
 
 
 def tiny_config(cache_dir: str, train_dir: str, rgb_checkpoint: str,
-                **overrides) -> training.TrainConfig:
+                **overrides) -> config_lib.TrainConfig:
   values = dict(cache_dir=cache_dir, train_dir=train_dir, classes=CLASSES,
                 stream="joint", num_frames=4, crop_size=32, batch_size=2,
                 trainable="logits", learning_rate=0.05, lr_schedule="constant",
@@ -32,7 +38,7 @@ def tiny_config(cache_dir: str, train_dir: str, rgb_checkpoint: str,
                 eval_every=100, log_every=1, feature_views=2,
                 rgb_checkpoint=rgb_checkpoint, export=False)
   values.update(overrides)
-  return training.TrainConfig(**values)
+  return config_lib.TrainConfig(**values)
 
 
 class TinyDataTest(absltest.TestCase):
@@ -41,22 +47,17 @@ class TinyDataTest(absltest.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.root = tempfile.mkdtemp()
+    cls.root = testdata.class_tempdir(cls)
     cls.cache_dir = testdata.prepare_direction_cache(cls.root, CLASSES)
     # Kinetics weights give features that tell the clips apart; random
     # weights through 57 batch-normalised layers give near-constant ones.
-    cls.rgb_checkpoint = checkpoints.fetch_rgb_scratch(
+    cls.rgb_checkpoint = kinetics_weights.fetch_rgb_scratch(
         os.path.join(ROOT, "checkpoints"))
 
-  @classmethod
-  def tearDownClass(cls):
-    shutil.rmtree(cls.root)
-    super().tearDownClass()
-
   def train_dir(self) -> str:
-    return tempfile.mkdtemp(dir=self.root)
+    return self.create_tempdir().full_path
 
-  def config(self, **overrides) -> training.TrainConfig:
+  def config(self, **overrides) -> config_lib.TrainConfig:
     return tiny_config(self.cache_dir, self.train_dir(), self.rgb_checkpoint,
                        **overrides)
 
@@ -64,7 +65,7 @@ class TinyDataTest(absltest.TestCase):
 class InitializationTest(TinyDataTest):
 
   def test_restore_excludes_only_the_logits_and_flow_is_cross_modal(self):
-    trainer = training.Trainer(self.config())
+    trainer = train_loop.Trainer(self.config())
     source = checkpoints.read_checkpoint(self.rgb_checkpoint)
     for stream, scope in (("rgb", "RGB"), ("flow", "Flow")):
       names = checkpoints.variable_map(trainer.model.streams[stream], scope)
@@ -81,7 +82,7 @@ class InitializationTest(TinyDataTest):
                                         err_msg=name)
 
   def test_logits_only_trains_logits(self):
-    trainer = training.Trainer(self.config())
+    trainer = train_loop.Trainer(self.config())
     names = sorted(v.name for v in trainer.trainable_variables)
     self.assertEqual(names, [
         "Flow/inception_i3d/Logits/Conv3d_0c_1x1/conv_3d/b:0",
@@ -92,7 +93,7 @@ class InitializationTest(TinyDataTest):
   def test_learning_rate_schedule(self):
     config = self.config(learning_rate=1.0, lr_schedule="cosine",
                          warmup_steps=4, num_steps=14)
-    rates = [float(training.learning_rate_at(config, s)) for s in range(15)]
+    rates = [float(train_steps.learning_rate_at(config, s)) for s in range(15)]
     np.testing.assert_allclose(rates[:4], [0.25, 0.5, 0.75, 1.0])
     np.testing.assert_allclose(rates[9], 0.5, atol=1e-6)
     self.assertAlmostEqual(rates[14], 0.0, places=6)
@@ -101,15 +102,16 @@ class InitializationTest(TinyDataTest):
 class TrainingLoopTest(TinyDataTest):
 
   def test_loss_falls(self):
-    trainer = training.Trainer(self.config(num_steps=30, learning_rate=0.2,
+    trainer = train_loop.Trainer(self.config(num_steps=30, learning_rate=0.2,
                                            checkpoint_every=100))
-    features = trainer.training_features()
+    features = train_features.training_features(trainer.stages,
+                                                trainer.config)
     self.assertEqual(features["rgb"].shape[0], features["label"].shape[0])
     losses = []
-    original = trainer._make_train_step
+    original = train_steps.make_train_step
 
-    def recording_step(from_features):
-      step = original(from_features)
+    def recording_step(*args):
+      step = original(*args)
 
       def run(iterator):
         outputs = step(iterator)
@@ -117,30 +119,31 @@ class TrainingLoopTest(TinyDataTest):
         return outputs
       return run
 
-    trainer._make_train_step = recording_step
-    trainer.train()
+    with mock.patch.object(train_steps, "make_train_step", recording_step):
+      trainer.train()
     self.assertLess(np.mean(losses[-5:]), 0.5 * np.mean(losses[:5]))
 
   def test_fast_path_reaches_the_same_weights_as_the_slow_path(self):
-    batch = next(iter(training.dataset.make_train_dataset(
+    batch = next(iter(data_pipeline.make_train_dataset(
         self.cache_dir, num_frames=4, crop_size=32, batch_size=2, seed=3)))
     weights = []
     for from_features in (False, True):
-      trainer = training.Trainer(self.config())
+      trainer = train_loop.Trainer(self.config())
       inputs = dict(batch)
       if from_features:
         inputs.update({s: stage.frozen(batch[s])
                        for s, stage in trainer.stages.items()})
       for _ in range(3):
-        trainer.strategy.run(trainer._replica_step,
-                             args=(inputs, from_features))
+        trainer.strategy.run(train_steps.replica_step,
+                             args=(trainer.state, trainer.config, inputs,
+                                   from_features))
       weights.append([v.numpy() for v in trainer.trainable_variables])
     for slow, fast in zip(*weights):
       np.testing.assert_allclose(slow, fast, rtol=1e-5, atol=1e-6)
 
   def test_resume_continues_from_the_saved_step_and_optimizer_state(self):
     config = self.config(num_steps=4, checkpoint_every=2)
-    trainer = training.Trainer(config)
+    trainer = train_loop.Trainer(config)
     trainer.train()
     saved_step = int(trainer.step.numpy())
     accumulators = [a.numpy() for a in trainer.optimizer.accumulators]
@@ -149,7 +152,7 @@ class TrainingLoopTest(TinyDataTest):
     self.assertTrue(any(np.abs(a).sum() > 0 for a in accumulators))
 
     config.num_steps = 6
-    resumed = training.Trainer(config)
+    resumed = train_loop.Trainer(config)
     self.assertEqual(int(resumed.step.numpy()), 4)
     for before, after in zip(accumulators, resumed.optimizer.accumulators):
       np.testing.assert_array_equal(before, after.numpy())
@@ -160,13 +163,13 @@ class TrainingLoopTest(TinyDataTest):
                      "ckpt-6")
 
   def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(self):
-    trainer = training.Trainer(self.config(num_steps=2, checkpoint_every=1))
+    trainer = train_loop.Trainer(self.config(num_steps=2, checkpoint_every=1))
     trainer.train()
-    good = trainer.manager.latest_checkpoint
+    good = trainer.checkpointer.manager.latest_checkpoint
     trainer.config.num_steps = 10
     trainer.learning_rate.assign(np.inf)
     trainer.config.learning_rate = float("inf")
-    with self.assertRaisesRegex(training.TrainingError,
+    with self.assertRaisesRegex(train_checkpointer.TrainingError,
                                 "diverged at step .* not finite.* last good "
                                 "checkpoint is .*ckpt-2"):
       trainer.train()
@@ -175,21 +178,21 @@ class TrainingLoopTest(TinyDataTest):
 
   def test_evaluate_gives_metrics_for_each_stream(self):
     config = self.config(num_steps=2)
-    trainer = training.Trainer(config)
+    trainer = train_loop.Trainer(config)
     trainer.train()
-    metrics = trained.evaluate_model(trainer.model, config).metrics
+    metrics = evaluation.evaluate_model(trainer.model, config).metrics
     self.assertEqual(set(metrics["streams"]), {"rgb", "flow", "joint"})
     self.assertEqual(metrics["classes"], list(CLASSES))
     self.assertEqual(metrics["num_videos"], 2)
 
   def test_load_trained_model_and_its_errors(self):
     config = self.config(num_steps=2)
-    training.save_config(config)
+    config_lib.save_config(config)
     with self.assertRaisesRegex(FileNotFoundError, "no checkpoint"):
-      training.load_trained_model(config.train_dir)
-    trainer = training.Trainer(config)
+      eval_runs.load_trained_model(config.train_dir)
+    trainer = train_loop.Trainer(config)
     trainer.train()
-    model, loaded = training.load_trained_model(config.train_dir)
+    model, loaded = eval_runs.load_trained_model(config.train_dir)
     self.assertEqual(loaded.classes, CLASSES)
     np.testing.assert_array_equal(
         model.streams["rgb"].logits.conv.w.numpy(),
@@ -206,13 +209,13 @@ _DISTRIBUTED_SCRIPT = """
 import json, sys
 import numpy as np
 import tensorflow as tf
+from i3d import config as config_lib
+from i3d.train import loop as train_loop
 tf.config.set_logical_device_configuration(
     tf.config.list_physical_devices("CPU")[0],
     [tf.config.LogicalDeviceConfiguration()] * 2)
-from i3d.eval import runs as trained
-from i3d.train import loop as training
-config = training.TrainConfig(**json.loads(sys.argv[1]))
-trainer = training.Trainer(config)
+config = config_lib.TrainConfig(**json.loads(sys.argv[1]))
+trainer = train_loop.Trainer(config)
 trainer.train()
 np.savez(sys.argv[2], *[v.numpy() for v in trainer.trainable_variables],
          replicas=trainer.strategy.num_replicas_in_sync)
@@ -222,7 +225,7 @@ np.savez(sys.argv[2], *[v.numpy() for v in trainer.trainable_variables],
 @pytest.mark.slow
 class DistributedTest(TinyDataTest):
 
-  def run_script(self, config: training.TrainConfig, output: str) -> dict:
+  def run_script(self, config: config_lib.TrainConfig, output: str) -> dict:
     result = subprocess.run(
         [sys.executable, "-c", _DISTRIBUTED_SCRIPT,
          json.dumps(config.to_json()), output], cwd=ROOT, capture_output=True,
@@ -250,7 +253,7 @@ class DistributedTest(TinyDataTest):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     config = self.config(strategy="multi_worker", num_steps=3,
                          checkpoint_every=2)
-    training.save_config(config)
+    config_lib.save_config(config)
     workers, logs = [], []
     for index in range(2):
       env = dict(os.environ, TF_CONFIG=json.dumps(
@@ -272,9 +275,9 @@ class DistributedTest(TinyDataTest):
       worker.wait(timeout=400)
       log.seek(0)
       self.assertEqual(worker.returncode, 0, log.read()[-3000:])
-    self.assertEqual(os.path.basename(training.latest_checkpoint(
+    self.assertEqual(os.path.basename(train_checkpointer.latest_checkpoint(
         config.train_dir)), "ckpt-3")
-    with open(os.path.join(config.train_dir, training.METRICS_FILE)) as f:
+    with open(os.path.join(config.train_dir, evaluation.METRICS_FILE)) as f:
       self.assertEqual(json.load(f)["num_videos"], 2)
 
 
@@ -300,9 +303,9 @@ class TrainScriptTest(TinyDataTest):
     output = "".join(lines) + process.communicate(timeout=120)[0]
     self.assertEqual(process.returncode, 0, output[-3000:])
     self.assertIn("Stop requested at step", output)
-    step = int(os.path.basename(training.latest_checkpoint(train_dir))[5:])
+    step = int(os.path.basename(train_checkpointer.latest_checkpoint(train_dir))[5:])
     self.assertGreaterEqual(step, 3)
-    with open(os.path.join(train_dir, training.CONFIG_FILE)) as f:
+    with open(os.path.join(train_dir, config_lib.CONFIG_FILE)) as f:
       self.assertEqual(json.load(f)["classes"], list(CLASSES))
 
 

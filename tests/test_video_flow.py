@@ -1,4 +1,4 @@
-"""Tests of i3d.flow: direction, scale, ends, parallelism."""
+"""Tests of i3d.video.flow: direction, scale, ends, parallelism."""
 
 from unittest import mock
 

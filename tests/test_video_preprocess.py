@@ -1,4 +1,4 @@
-"""Tests of i3d.video on videos written by the tests."""
+"""Tests of i3d.video.preprocess and i3d.video.io on videos written by the tests."""
 
 import math
 import os
@@ -10,8 +10,11 @@ from absl.testing import parameterized
 import cv2
 import numpy as np
 
+from i3d import streams as streams_lib
 from i3d.video import flow
-from i3d.video import preprocess as video
+from i3d.video import io as video_io
+from i3d.video import preprocess as video_preprocess
+from tests import testdata
 
 SQUARE_PX = 16
 INDEX_BLOCK_PX = 16
@@ -87,11 +90,6 @@ def set_rotation_90(path: str) -> None:
     f.write(bytes(data))
 
 
-def write_clip(path: str, frames: np.ndarray, fps: float) -> str:
-  video.write_video(path, frames, fps)
-  return path
-
-
 def write_truncated_copy(source: str, path: str) -> str:
   """Writes the first half of a file, as an interrupted copy would."""
   with open(source, "rb") as f:
@@ -127,9 +125,9 @@ class ReadVideoTest(parameterized.TestCase):
   )
   def test_resamples_to_25_fps_by_timestamp(self, source_fps, num_frames,
                                             expected_frames):
-    path = write_clip(os.path.join(self.dir, "clip.mp4"),
+    path = testdata.write_clip(os.path.join(self.dir, "clip.mp4"),
                        moving_square_frames(num_frames), source_fps)
-    frames = video.read_video(path, fps=25.0, short_side=96)
+    frames = video_io.read_video(path, fps=25.0, short_side=96)
     self.assertLen(frames, expected_frames)
     # Output frame k shows the source frame on screen at k / 25 s.
     expected = [math.floor(k * source_fps / 25.0 + 1e-9)
@@ -138,23 +136,23 @@ class ReadVideoTest(parameterized.TestCase):
 
   def test_resizes_short_side_keeping_aspect_odd_size(self):
     # OpenCV writes 161x97 as 160x96; 96 -> 64 makes the width 106.67 -> 107.
-    path = write_clip(os.path.join(self.dir, "odd.mp4"),
+    path = testdata.write_clip(os.path.join(self.dir, "odd.mp4"),
                        moving_square_frames(6, height=97, width=161), 30.0)
-    frames = video.read_video(path, short_side=64)
+    frames = video_io.read_video(path, short_side=64)
     self.assertEqual(frames.shape, (5, 64, 107, 3))
     self.assertEqual(frames.dtype, np.uint8)
 
   def test_native_portrait_keeps_orientation(self):
-    path = write_clip(os.path.join(self.dir, "portrait.mp4"),
+    path = testdata.write_clip(os.path.join(self.dir, "portrait.mp4"),
                        moving_square_frames(6, height=128, width=96), 30.0)
-    frames = video.read_video(path, short_side=48)
+    frames = video_io.read_video(path, short_side=48)
     self.assertEqual(frames.shape[1:], (64, 48, 3))
 
   def test_rotation_metadata_is_applied(self):
-    path = write_clip(os.path.join(self.dir, "phone.mp4"),
+    path = testdata.write_clip(os.path.join(self.dir, "phone.mp4"),
                        moving_square_frames(10, height=96, width=128), 30.0)
     set_rotation_90(path)
-    frames = video.read_video(path, short_side=48)
+    frames = video_io.read_video(path, short_side=48)
     # Landscape 128x96 frames shown rotated clockwise: portrait, index block
     # (top-left in the file) at the top right.
     self.assertEqual(frames.shape[1:], (64, 48, 3))
@@ -167,14 +165,14 @@ class ReadVideoTest(parameterized.TestCase):
     self.assertLess(abs(float(np.median(flows[..., 0][moving]))), 0.01)
 
   def test_max_frames(self):
-    path = write_clip(os.path.join(self.dir, "clip.mp4"),
+    path = testdata.write_clip(os.path.join(self.dir, "clip.mp4"),
                        moving_square_frames(30), 30.0)
-    frames = video.read_video(path, short_side=48, max_frames=7)
+    frames = video_io.read_video(path, short_side=48, max_frames=7)
     self.assertLen(frames, 7)
     self.assertEqual(frame_index(frames[-1], 0.5), 7)
 
   def test_bad_files_raise_video_error_with_path_and_reason(self):
-    good = write_clip(os.path.join(self.dir, "good.mp4"),
+    good = testdata.write_clip(os.path.join(self.dir, "good.mp4"),
                        moving_square_frames(30), 30.0)
     not_video = os.path.join(self.dir, "notes.mp4")
     with open(not_video, "wb") as f:
@@ -192,15 +190,15 @@ class ReadVideoTest(parameterized.TestCase):
     }
     for path, reason in cases.items():
       with self.subTest(path=path):
-        with self.assertRaises(video.VideoError) as raised:
-          video.read_video(path)
+        with self.assertRaises(video_io.VideoError) as raised:
+          video_io.read_video(path)
         self.assertEqual(raised.exception.path, path)
         self.assertIn(reason, raised.exception.reason)
         self.assertEqual(str(raised.exception),
                          f"{path}: {raised.exception.reason}")
 
   def test_video_error_survives_pickling(self):
-    error = pickle.loads(pickle.dumps(video.VideoError("a.mp4", "broken")))
+    error = pickle.loads(pickle.dumps(video_io.VideoError("a.mp4", "broken")))
     self.assertEqual((error.path, error.reason, str(error)),
                      ("a.mp4", "broken", "a.mp4: broken"))
 
@@ -209,21 +207,21 @@ class PreprocessTest(parameterized.TestCase):
 
   def setUp(self):
     super().setUp()
-    self.path = write_clip(
+    self.path = testdata.write_clip(
         os.path.join(self.create_tempdir().full_path, "clip.mp4"),
         moving_square_frames(12, height=96, width=128), 30.0)
-    self.config = video.PreprocessConfig(short_side=48, flow_algorithm="dis")
+    self.config = video_preprocess.PreprocessConfig(short_side=48, flow_algorithm="dis")
 
   def test_rgb_to_model_range(self):
-    values = video.rgb_to_model(np.array([0, 255, 51], np.uint8))
+    values = video_preprocess.rgb_to_model(np.array([0, 255, 51], np.uint8))
     self.assertEqual(values.dtype, np.float32)
     np.testing.assert_allclose(values, [-1.0, 1.0, -0.6], atol=1e-6)
     with self.assertRaises(ValueError):
-      video.rgb_to_model(np.zeros(3, np.float32))
+      video_preprocess.rgb_to_model(np.zeros(3, np.float32))
 
   @parameterized.parameters((("rgb",),), (("flow",),), (("rgb", "flow"),))
   def test_preprocess_computes_only_the_streams_asked(self, streams):
-    arrays = video.preprocess_video(self.path, streams, self.config)
+    arrays = video_preprocess.preprocess_video(self.path, streams, self.config)
     self.assertEqual(set(arrays), set(streams))
     channels = {"rgb": 3, "flow": 2}
     for stream, array in arrays.items():
@@ -237,28 +235,28 @@ class PreprocessTest(parameterized.TestCase):
       self.assertGreater(arrays["rgb"].max(), 0.4)
 
   def test_load_clip_is_the_centre_crop(self):
-    full = video.preprocess_video(self.path, video.STREAMS, self.config)
-    clip = video.load_clip(self.path, video.STREAMS, self.config, crop_size=32)
+    full = video_preprocess.preprocess_video(self.path, streams_lib.STREAMS, self.config)
+    clip = video_preprocess.load_clip(self.path, streams_lib.STREAMS, self.config, crop_size=32)
     self.assertEqual(clip["rgb"].shape, (10, 32, 32, 3))
     self.assertEqual(clip["flow"].shape, (10, 32, 32, 2))
     np.testing.assert_array_equal(clip["rgb"], full["rgb"][:, 8:40, 16:48])
     np.testing.assert_array_equal(clip["flow"], full["flow"][:, 8:40, 16:48])
     with self.assertRaisesRegex(ValueError, "larger than short_side"):
-      video.load_clip(self.path, ("rgb",), self.config, crop_size=64)
+      video_preprocess.load_clip(self.path, ("rgb",), self.config, crop_size=64)
 
   def test_one_frame_video_has_rgb_but_no_flow(self):
-    path = write_clip(os.path.join(self.create_tempdir().full_path, "one.mp4"),
+    path = testdata.write_clip(os.path.join(self.create_tempdir().full_path, "one.mp4"),
                        moving_square_frames(1), 30.0)
     self.assertLen(
-        video.preprocess_video(path, ("rgb",), self.config)["rgb"], 1)
-    with self.assertRaisesRegex(video.VideoError, "too short for optical flow"):
-      video.preprocess_video(path, ("rgb", "flow"), self.config)
+        video_preprocess.preprocess_video(path, ("rgb",), self.config)["rgb"], 1)
+    with self.assertRaisesRegex(video_io.VideoError, "too short for optical flow"):
+      video_preprocess.preprocess_video(path, ("rgb", "flow"), self.config)
 
   def test_invalid_streams(self):
-    for streams in ((), ("depth",), "rgb"):
+    for streams in ((), ("depth",), "rgb,depth"):
       with self.subTest(streams=streams):
         with self.assertRaises(ValueError):
-          video.preprocess_video(self.path, streams, self.config)
+          video_preprocess.preprocess_video(self.path, streams, self.config)
 
 
 class WriteVideoTest(absltest.TestCase):
@@ -266,11 +264,11 @@ class WriteVideoTest(absltest.TestCase):
   def test_round_trip_and_no_partial_file_on_error(self):
     directory = self.create_tempdir().full_path
     path = os.path.join(directory, "clip.avi")
-    video.write_video(path, moving_square_frames(5), 25.0, fourcc="MJPG")
-    self.assertEqual(video.read_video(path, short_side=96).shape,
+    video_io.write_video(path, moving_square_frames(5), 25.0, fourcc="MJPG")
+    self.assertEqual(video_io.read_video(path, short_side=96).shape,
                      (5, 96, 128, 3))
     with self.assertRaises(ValueError):
-      video.write_video(os.path.join(directory, "bad.mp4"),
+      video_io.write_video(os.path.join(directory, "bad.mp4"),
                         np.zeros((2, 8, 8), np.uint8), 25.0)
     self.assertEqual(os.listdir(directory), ["clip.avi"])
 
@@ -278,13 +276,13 @@ class WriteVideoTest(absltest.TestCase):
 class ConfigAndCropTest(parameterized.TestCase):
 
   def test_fingerprint_is_stable_and_tracks_every_setting(self):
-    base = video.PreprocessConfig()
-    self.assertEqual(base.fingerprint(), video.PreprocessConfig().fingerprint())
+    base = video_preprocess.PreprocessConfig()
+    self.assertEqual(base.fingerprint(), video_preprocess.PreprocessConfig().fingerprint())
     variants = [
-        video.PreprocessConfig(fps=30.0),
-        video.PreprocessConfig(short_side=128),
-        video.PreprocessConfig(flow_algorithm="dis"),
-        video.PreprocessConfig(max_frames=250),
+        video_preprocess.PreprocessConfig(fps=30.0),
+        video_preprocess.PreprocessConfig(short_side=128),
+        video_preprocess.PreprocessConfig(flow_algorithm="dis"),
+        video_preprocess.PreprocessConfig(max_frames=250),
     ]
     fingerprints = {base.fingerprint()} | {v.fingerprint() for v in variants}
     self.assertLen(fingerprints, 5)
@@ -294,7 +292,7 @@ class ConfigAndCropTest(parameterized.TestCase):
       dict(max_frames=0))
   def test_invalid_config(self, **kwargs):
     with self.assertRaises(ValueError):
-      video.PreprocessConfig(**kwargs)
+      video_preprocess.PreprocessConfig(**kwargs)
 
   @parameterized.named_parameters(
       ("centre", 64, 86, 1, [(8, 19)]),
@@ -302,13 +300,13 @@ class ConfigAndCropTest(parameterized.TestCase):
       ("three_portrait", 86, 64, 3, [(0, 8), (19, 8), (38, 8)]),
   )
   def test_crop_offsets(self, height, width, num_crops, expected):
-    self.assertEqual(video.crop_offsets(height, width, 48, num_crops), expected)
+    self.assertEqual(video_preprocess.crop_offsets(height, width, 48, num_crops), expected)
 
   def test_crop_offsets_errors(self):
     with self.assertRaisesRegex(ValueError, "does not fit"):
-      video.crop_offsets(40, 60, 48)
+      video_preprocess.crop_offsets(40, 60, 48)
     with self.assertRaisesRegex(ValueError, "num_crops"):
-      video.crop_offsets(64, 64, 48, num_crops=2)
+      video_preprocess.crop_offsets(64, 64, 48, num_crops=2)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,96 @@
-"""Small data the tests make: videos, prepared datasets, checkpoints."""
+"""The tests' fixtures: paths, temporary directories, videos, caches.
+
+One place for what several test modules make: the repository and DeepMind's
+reference files (`ROOT`, `REFERENCE`), class-level temporary directories
+(`class_tempdir`; per test, absltest's `self.create_tempdir()`), test videos
+(`write_clip` over the frame makers here), prepared caches and checkpoints
+(`checkpoints.write_random_checkpoint`).
+"""
 
 import csv
 import os
+import shutil
+import tempfile
 from typing import Sequence
 
+from absl.testing import absltest
 import cv2
 import numpy as np
 
-from i3d.data import cache as dataset
-from i3d.video import preprocess as video
+from i3d.data import cache as data_cache
+from i3d.video import io as video_io
+from i3d.video import preprocess as video_preprocess
+
+# The repository root (scripts, configs, checkpoints/).
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# DeepMind's kinetics-i3d reference files: ../shared/reference beside the
+# repository, or $I3D_SHARED_DIR/reference (as in Bazel's WORKSPACE).
+REFERENCE = os.path.join(
+    os.environ.get("I3D_SHARED_DIR") or os.path.join(ROOT, "..", "shared"),
+    "reference", "kinetics-i3d")
+# DeepMind's preprocessed cricket sample, RGB (79 frames, 224x224).
+CRICKET_RGB_GIF = os.path.join(REFERENCE, "data",
+                               "v_CricketShot_g04_c01_rgb.gif")
+# The pan speed of `panning_frames`, in pixels per frame.
+PAN_SPEED_PX = 2
+
+
+def reference_checkpoint(name: str) -> str:
+  """The prefix of one of DeepMind's checkpoints (index only), e.g. rgb_scratch."""
+  return os.path.join(REFERENCE, "checkpoints", name, "model.ckpt")
+
+
+def class_tempdir(test_class: type) -> str:
+  """A temporary directory for the data a test class shares (setUpClass).
+
+  It lives where absltest's per-test `create_tempdir` puts its directories,
+  and is removed after the class's tests.
+  """
+  path = tempfile.mkdtemp(dir=absltest.get_default_test_tmpdir())
+  test_class.addClassCleanup(shutil.rmtree, path, ignore_errors=True)
+  return path
+
+
+def write_clip(path: str, frames: np.ndarray, fps: float = 25.0) -> str:
+  """Writes uint8 RGB frames (T, H, W, 3) as a video; returns the path."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  video_io.write_video(path, frames, fps)
+  return path
+
+
+def write_not_a_video(path: str) -> str:
+  """Writes a text file with a video's name: no decoder can open it."""
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("not a video " * 50)
+  return path
+
+
+def random_frames(num_frames: int, height: int = 48, width: int = 64,
+                  seed: int = 0) -> np.ndarray:
+  """Uniformly random uint8 RGB frames (T, H, W, 3): every clip unique."""
+  return np.random.default_rng(seed).integers(
+      0, 256, (num_frames, height, width, 3), dtype=np.uint8)
+
+
+def panning_frames(num_frames: int, height: int = 48, width: int = 64,
+                   seed: int = 0) -> np.ndarray:
+  """A random texture panning right by PAN_SPEED_PX per frame, uint8 RGB.
+
+  Every frame and every crop of it is unique, and flow x is positive almost
+  everywhere. Colours vary mostly in brightness, as in camera footage (random
+  hues would make JPEG's halved colour resolution the largest error).
+  """
+  rng = np.random.default_rng(seed)
+  wide = width + PAN_SPEED_PX * num_frames
+  coarse = rng.integers(0, 256, (height // 4, wide // 4 + 1)).astype(np.uint8)
+  gray = cv2.resize(coarse, (wide, height), interpolation=cv2.INTER_CUBIC)
+  tint = np.array([1.0, 0.85, 0.7]) + rng.uniform(-0.1, 0.1, 3)
+  texture = np.clip(gray[..., None] * tint, 0, 255).astype(np.uint8)
+  start = PAN_SPEED_PX * num_frames
+  return np.stack([
+      texture[:, start - PAN_SPEED_PX * t:start - PAN_SPEED_PX * t + width]
+      for t in range(num_frames)
+  ])
 
 
 def write_moving_square(path: str, num_frames: int = 12, height: int = 40,
@@ -17,17 +99,12 @@ def write_moving_square(path: str, num_frames: int = 12, height: int = 40,
   """Writes an mp4 of a textured square moving `step` px a frame (signed)."""
   rng = np.random.RandomState(seed)
   texture = rng.randint(0, 255, (12, 12, 3), dtype=np.uint8)
-  background = np.full((height, width, 3), 90, np.uint8)
-  writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                           (width, height))
-  for t in range(num_frames):
-    frame = background.copy()
+  frames = np.full((num_frames, height, width, 3), 90, np.uint8)
+  for t, frame in enumerate(frames):
     x = (width // 2 - 6 + step * (t - num_frames // 2)) % (width - 12)
     y = height // 2 - 6
     frame[y:y + 12, x:x + 12] = texture
-    writer.write(frame)
-  writer.release()
-  return path
+  return write_clip(path, frames, fps)
 
 
 def count_frames(path: str) -> int:
@@ -69,9 +146,9 @@ def prepare_direction_cache(root: str, classes: Sequence[str] = ("right",
   manifest = make_direction_dataset(os.path.join(root, "videos"), classes,
                                     videos_per_class)
   cache_dir = os.path.join(root, "cache")
-  report = dataset.prepare_dataset(
+  report = data_cache.prepare_dataset(
       cache_dir, manifest=manifest, classes=list(classes),
-      config=video.PreprocessConfig(short_side=36, flow_algorithm="dis"),
+      config=video_preprocess.PreprocessConfig(short_side=36, flow_algorithm="dis"),
       eval_fraction=0.25, seed=0)
   assert report.ok, report.summary()
   return cache_dir

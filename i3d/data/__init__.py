@@ -1,1 +1,1 @@
-"""Datasets: video sources, subject splits, the prepared cache, tf.data pipelines."""
+"""Datasets: video sources, subject splits, the prepared cache, tf.data."""

@@ -1,1 +1,1 @@
-"""Evaluation and inference: metrics, reports, trained runs, classifying videos."""
+"""Evaluation and inference: metrics, reports, runs, classifying videos."""

@@ -1,16 +1,28 @@
-"""Running a trained or Kinetics I3D on clips: model loading, logits, top-k."""
+"""Classifying videos: clip files, whole videos, sliding-window timelines.
 
+`Classifier` runs a `TwoStreamI3d` (trained, or DeepMind's Kinetics models)
+with a compiled forward pass; `classify_video` classifies a file as one clip
+and `classify_timeline` in sliding windows, both through the one
+preprocessing path of `i3d.video.preprocess`; `top_k`, `prediction_json` and
+`format_deepmind` present the results.
+"""
+
+import collections
 import dataclasses
 import os
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from absl import logging
 import cv2
 import numpy as np
 import tensorflow as tf
 
 from i3d import checkpoints
+from i3d import labels as labels_lib
+from i3d import streams as streams_lib
 from i3d import two_stream
-
+from i3d.eval import metrics
+from i3d.video import preprocess as preprocess_lib
 
 class ClipError(ValueError):
   """A preprocessed clip file cannot be used as model input."""
@@ -82,7 +94,7 @@ def load_gif_clip(path: str, channels: int = 3) -> np.ndarray:
 
 def stream_of_clip(clip: np.ndarray) -> str:
   """Returns "rgb" or "flow" from a clip's channel count."""
-  return {3: "rgb", 2: "flow"}[clip.shape[-1]]
+  return streams_lib.stream_of_channels(clip.shape[-1])
 
 
 @dataclasses.dataclass
@@ -226,3 +238,219 @@ def read_file_list(paths: Sequence[str],
     else:
       files.append(path)
   return files
+
+
+def classify_video(classifier: Classifier,
+                   path: str,
+                   preprocess: preprocess_lib.PreprocessConfig,
+                   crop_size: int) -> Dict[str, np.ndarray]:
+  """Classifies a video file as one clip: all its frames, centre-cropped.
+
+  Args:
+    classifier: the model (`TrainedModel.classifier`, or a Kinetics one).
+    path: the video file.
+    preprocess: decoding settings; `max_frames` limits the clip (DeepMind
+      tests on up to 250 frames).
+    crop_size: side of the centre crop.
+
+  Returns:
+    {stream: [K] logits, ..., "joint": [K]}.
+
+  Raises:
+    VideoError: if the file cannot be decoded or is too short for flow.
+    ValueError: if the crop is larger than the frames.
+  """
+  clips = preprocess_lib.load_clip(path, classifier.streams, preprocess,
+                                 crop_size)
+  logits = classifier.logits({s: clip[None] for s, clip in clips.items()},
+                             any_length=True)
+  return {name: value[0] for name, value in logits.items()}
+
+
+def format_prediction(path: str, top_k: Sequence[Mapping[str, Any]]) -> str:
+  """A readable prediction: the video, then one line per class, best first.
+
+  Args:
+    path: the video.
+    top_k: the "top_k" list of `prediction_json`.
+
+  Returns:
+    E.g. "squat.mp4\n  91.2%  squat_correct\n   5.1%  squat_not-low".
+  """
+  return "\n".join([path] + [f"  {100 * p['probability']:5.1f}%  {p['label']}"
+                             for p in top_k])
+
+
+def window_frames(fps: float, window_s: float,
+                  stride_s: float) -> Tuple[int, int]:
+  """Lengths in frames of the sliding windows and of their stride.
+
+  Args:
+    fps: the video's frame rate.
+    window_s: window length in seconds.
+    stride_s: seconds between window starts; at most `window_s`.
+
+  Returns:
+    `(window, stride)` in frames, each at least 1, as `sliding_windows` uses.
+
+  Raises:
+    ValueError: if an argument is not positive or the stride is longer than
+      the window.
+  """
+  if not fps > 0 or not window_s > 0 or not stride_s > 0:
+    raise ValueError(
+        "fps, window_s and stride_s must be positive, got "
+        f"fps={fps}, window_s={window_s}, stride_s={stride_s}")
+  window = max(1, int(round(window_s * fps)))
+  stride = max(1, int(round(stride_s * fps)))
+  if stride > window:
+    raise ValueError(
+        f"stride ({stride_s} s) is longer than the window ({window_s} s), so "
+        "frames between windows would never be classified")
+  return window, stride
+
+
+def sliding_windows(num_frames: int, fps: float, window_s: float,
+                    stride_s: float) -> List[Tuple[int, int]]:
+  """Frame ranges of sliding windows that cover a whole video.
+
+  Windows start every `stride_s` seconds; when the last regular window stops
+  short of the end, one more window is aligned to the end, so every frame is
+  in some window and all windows have the same length. A video no longer than
+  a window gives one window over all its frames.
+
+  Args:
+    num_frames: frames in the video.
+    fps: the video's frame rate.
+    window_s: window length in seconds.
+    stride_s: seconds between window starts; at most `window_s`, so that no
+      frame is skipped.
+
+  Returns:
+    `(start, end)` frame index ranges, `end` exclusive, in increasing order.
+
+  Raises:
+    ValueError: if an argument is not positive or the stride is longer than
+      the window.
+  """
+  if num_frames < 1:
+    raise ValueError(f"num_frames must be at least 1, got {num_frames}")
+  window, stride = window_frames(fps, window_s, stride_s)
+  if num_frames <= window:
+    return [(0, num_frames)]
+  windows = [(start, start + window)
+             for start in range(0, num_frames - window + 1, stride)]
+  if windows[-1][1] < num_frames:
+    windows.append((num_frames - window, num_frames))
+  return windows
+
+
+def timeline(windows: Sequence[Tuple[int, int]],
+             window_probs: np.ndarray,
+             classes: Sequence[str],
+             fps: float) -> List[Dict[str, Any]]:
+  """The top class of each window, with times in seconds.
+
+  Args:
+    windows: `(start, end)` frame ranges, as from `sliding_windows`.
+    window_probs: `[W, K]` class probabilities of the windows (softmax of the
+      logits, not the logits themselves).
+    classes: the K class names.
+    fps: the video's frame rate.
+
+  Returns:
+    One dict per window, in the order given:
+    `{"start": float, "end": float, "label": str, "probability": float}`.
+
+  Raises:
+    ValueError: if there are no windows, the shapes disagree, `window_probs`
+      are not probabilities, or `fps` is not positive.
+  """
+  classes = labels_lib.validate_classes(classes)
+  if not windows:
+    raise ValueError("there are no windows")
+  window_probs = np.asarray(window_probs, dtype=np.float64)
+  if window_probs.ndim != 2 or window_probs.shape != (len(windows),
+                                                      len(classes)):
+    raise ValueError(
+        f"window_probs must have shape [{len(windows)} windows, "
+        f"{len(classes)} classes], got shape {window_probs.shape}")
+  if not fps > 0:
+    raise ValueError(f"fps must be positive, got {fps}")
+  if (not np.all((window_probs >= 0) & (window_probs <= 1)) or
+      not np.allclose(window_probs.sum(axis=1), 1.0, atol=1e-3)):
+    raise ValueError(
+        "window_probs must be probabilities in [0, 1] summing to 1 per window; "
+        "apply softmax to logits first")
+  entries = []
+  for (start, end), probabilities in zip(windows, window_probs):
+    best = int(np.argmax(probabilities))
+    entries.append({
+        "start": start / fps,
+        "end": end / fps,
+        "label": classes[best],
+        "probability": float(probabilities[best]),
+    })
+  return entries
+
+
+def classify_timeline(classifier: Classifier,
+                      path: str,
+                      preprocess: preprocess_lib.PreprocessConfig,
+                      crop_size: int,
+                      window_s: float = 2.0,
+                      stride_s: float = 1.0) -> List[Dict[str, Any]]:
+  """Classifies a long video in sliding windows (see `timeline`).
+
+  The video is decoded once and streamed: memory holds one window of
+  centre-cropped frames, whatever the video's length. Windows follow
+  `sliding_windows` at the preprocessing frame rate, so they cover
+  every frame.
+
+  Args:
+    classifier: the model.
+    path: the video file.
+    preprocess: decoding settings; `max_frames` (None for all) limits the
+      part of the video classified.
+    crop_size: side of the centre crop.
+    window_s: window length in seconds.
+    stride_s: seconds between window starts; at most `window_s`.
+
+  Returns:
+    One entry per window, in time order: {"start": s, "end": s, "label":
+    class, "probability": p} (times in seconds from the start of the video).
+
+  Raises:
+    VideoError: if the file cannot be decoded or is too short for flow.
+    ValueError: for bad window settings or a crop larger than the frames.
+  """
+  fps = preprocess.fps
+  window, stride = window_frames(fps, window_s, stride_s)
+  buffer: Deque[Dict[str, np.ndarray]] = collections.deque(maxlen=window)
+  window_logits: Dict[Tuple[int, int], np.ndarray] = {}
+
+  def classify_buffer() -> np.ndarray:
+    clips = {s: np.stack([frame[s] for frame in buffer])[None]
+             for s in classifier.streams}
+    return classifier.logits(clips, any_length=True)[streams_lib.JOINT][0]
+
+  num_frames = 0
+  for num_frames, inputs in enumerate(
+      preprocess_lib.iter_model_frames(path, classifier.streams, preprocess,
+                                         crop_size), 1):
+    buffer.append(inputs)
+    start = num_frames - window
+    if start >= 0 and start % stride == 0:
+      window_logits[(start, num_frames)] = classify_buffer()
+  windows = sliding_windows(num_frames, fps, window_s, stride_s)
+  for start, end in windows:
+    if (start, end) not in window_logits:
+      # Only the last window can be left: aligned to the end of the video,
+      # or the whole of a video shorter than a window. The buffer holds it.
+      assert (end, end - start) == (num_frames, len(buffer)), (start, end)
+      window_logits[(start, end)] = classify_buffer()
+  probabilities = metrics.softmax(np.stack([window_logits[w]
+                                            for w in windows]))
+  logging.info("%s: %d frames at %g fps, %d windows", path, num_frames, fps,
+               len(windows))
+  return timeline(windows, probabilities, classifier.classes, fps)

@@ -1,1 +1,1 @@
-"""Training: loss and step functions, the frozen-feature cache, checkpoints, the loop."""
+"""Training: the step, the frozen-feature cache, checkpoints, the loop."""

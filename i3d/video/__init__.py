@@ -1,1 +1,1 @@
-"""Video files to model inputs: decoding and encoding, preprocessing, optical flow."""
+"""Video files to model inputs: decoding, preprocessing, optical flow."""

@@ -46,6 +46,18 @@ def worker_context() -> multiprocessing.context.BaseContext:
   return multiprocessing.get_context("spawn")
 
 
+def worker_pool(num_workers: int) -> concurrent.futures.ProcessPoolExecutor:
+  """A pool of `num_workers` OpenCV worker processes.
+
+  The processes are spawned (see `worker_context`) and use one OpenCV thread
+  each (see `use_one_opencv_thread`): the one pool of the optical flow and of
+  the cache's video encoding.
+  """
+  return concurrent.futures.ProcessPoolExecutor(
+      num_workers, mp_context=worker_context(),
+      initializer=use_one_opencv_thread)
+
+
 def create_flow_estimator(algorithm: str = "tvl1") -> FlowEstimator:
   """Returns a function computing model-range flow between two gray frames.
 
@@ -153,9 +165,7 @@ def compute_flow(frames_uint8_rgb: np.ndarray,
   chunks = [
       frames[start:end + 1] for start, end in zip(bounds[:-1], bounds[1:])
   ]
-  with concurrent.futures.ProcessPoolExecutor(
-      num_workers, mp_context=worker_context(),
-      initializer=use_one_opencv_thread) as pool:
+  with worker_pool(num_workers) as pool:
     parts = list(pool.map(_flow_of_chunk, chunks, [algorithm] * len(chunks)))
   # Each chunk ends with its repeated last flow; only the final chunk keeps it.
   return np.concatenate([part[:-1] for part in parts[:-1]] + [parts[-1]])

@@ -1,0 +1,299 @@
+"""tf.data pipelines over a prepared cache: training clips and evaluation views.
+
+Only the frames a clip needs are decoded, for the streams asked for. RGB and
+flow share each clip's start, crop and mirror (a mirror negates flow x).
+"""
+
+from typing import Any, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from i3d import streams as streams_lib
+from i3d.data import cache
+from i3d.data import sources
+from i3d.video import preprocess
+
+def _read_encoded_frames(path: tf.Tensor, stream: str) -> tf.Tensor:
+  """Returns the encoded frames of a stream file, a string tensor [T]."""
+  feature = f"{stream}/encoded"
+  _, sequence = tf.io.parse_single_sequence_example(
+      tf.io.read_file(path),
+      sequence_features={feature: tf.io.FixedLenSequenceFeature([], tf.string)})
+  return sequence[feature]
+
+
+def _decode_frames(encoded: tf.Tensor, stream: str) -> tf.Tensor:
+  """Decodes JPEG frames [N] to model-range float32 [N, H, W, C]."""
+  channels = 3 if stream == "rgb" else 1
+  frames = tf.map_fn(
+      lambda data: tf.io.decode_jpeg(
+          data, channels=channels, dct_method="INTEGER_ACCURATE"),
+      encoded,
+      fn_output_signature=tf.TensorSpec([None, None, channels], tf.uint8))
+  frames = tf.cast(frames, tf.float32)
+  if stream == "rgb":
+    # The graph twin of `preprocess.rgb_to_model`.
+    return frames / 255.0 * 2.0 - 1.0
+  # [N, 2H, W, 1], x above y -> [N, H, W, 2].
+  shape = tf.shape(frames)
+  frames = tf.reshape(frames, [shape[0], 2, shape[1] // 2, shape[2]])
+  frames = tf.transpose(frames, [0, 2, 3, 1])
+  return tf.clip_by_value(
+      (frames - preprocess.FLOW_JPEG_ZERO) / preprocess.FLOW_JPEG_SCALE,
+      -1.0, 1.0)
+
+
+def _frames_at(path: tf.Tensor, stream: str, indices: tf.Tensor) -> tf.Tensor:
+  """Decodes the frames at `indices` [N] of a stream file, each once."""
+  unique_indices, positions = tf.unique(indices)
+  encoded = tf.gather(_read_encoded_frames(path, stream), unique_indices)
+  return tf.gather(_decode_frames(encoded, stream), positions)
+
+
+def clip_frame_indices(start: tf.Tensor, num_frames: tf.Tensor | int,
+                       total: tf.Tensor) -> tf.Tensor:
+  """Frame indices of clips: `num_frames` from `start`, looping the video.
+
+  A video shorter than the clip is played again from its first frame as often
+  as needed (frame i of the clip is frame (start + i) mod total).
+
+  Args:
+    start: clip start(s), an int32 scalar or vector [K].
+    num_frames: clip length.
+    total: frames in the video.
+
+  Returns:
+    int32 indices, [num_frames] for a scalar start, else [K, num_frames].
+  """
+  return (tf.expand_dims(start, -1) + tf.range(num_frames)) % total
+
+
+def _flip_horizontally(frames: tf.Tensor, stream: str) -> tf.Tensor:
+  """Mirrors [..., H, W, C] frames; flow x changes sign with the mirror."""
+  flipped = tf.reverse(frames, axis=[-2])
+  if stream == "flow":
+    flipped *= tf.constant([-1.0, 1.0])
+  return flipped
+
+
+def _split_source(
+    cache_dir: str, split: str, streams: Sequence[str],
+    crop_size: int) -> tuple[list[cache.CacheEntry], dict[str, list[Any]]]:
+  """Checks a split; returns its entries and per-video columns."""
+  info = cache.read_cache(cache_dir)
+  entries = info.split_entries(split)
+  if not entries:
+    raise sources.DatasetError(f"{cache_dir}: the {split!r} split is empty")
+  for entry in entries:
+    if not set(streams) <= set(entry.streams):
+      raise sources.DatasetError(
+          f"{cache_dir}: {entry.path} has streams {entry.streams}, not "
+          f"{streams}; prepare the data with --streams={','.join(streams)}")
+    try:
+      preprocess.check_crop_fits(crop_size, min(entry.height, entry.width))
+    except ValueError as e:
+      raise sources.DatasetError(f"{cache_dir}: {entry.path} "
+                         f"({entry.height}x{entry.width}): {e}") from e
+  columns = {
+      "index": list(range(len(entries))),
+      "label": [e.label_index for e in entries],
+      "num_frames": [e.num_frames for e in entries],
+      "height": [e.height for e in entries],
+      "width": [e.width for e in entries],
+  }
+  for stream in streams:
+    columns[f"{stream}_path"] = [info.stream_path(e, stream) for e in entries]
+  return entries, columns
+
+
+def _per_video_dataset(columns: dict[str, list[Any]]) -> tf.data.Dataset:
+  """One element per video: stream file paths as strings, the rest int32."""
+  return tf.data.Dataset.from_tensor_slices({
+      name:
+          tf.constant(values, tf.string if name.endswith("_path") else tf.int32)
+      for name, values in columns.items()
+  })
+
+
+def make_train_dataset(cache_dir: str,
+                       split: str = "train",
+                       streams: Sequence[str] = streams_lib.STREAMS,
+                       num_frames: int = 64,
+                       crop_size: int = 224,
+                       batch_size: int = 8,
+                       seed: int | None = None,
+                       repeat: bool = True) -> tf.data.Dataset:
+  """Training clips from a prepared cache, shuffled and augmented.
+
+  Each clip starts at a random frame (videos shorter than `num_frames` start
+  at frame 0 and loop, see `clip_frame_indices`), is cropped at a random
+  position and mirrored with probability 1/2; RGB and flow share the start,
+  crop and mirror, and a mirror negates flow x. Only the frames of the clip
+  are decoded, only for the streams asked for.
+
+  Args:
+    cache_dir: a prepared cache.
+    split: the split to read.
+    streams: a subset of the cached streams.
+    num_frames: frames per clip (64 in the paper).
+    crop_size: side of the square crop.
+    batch_size: clips per batch.
+    seed: seeds the shuffle and the augmentation; None for a random seed.
+    repeat: repeat forever (batches then all have `batch_size` clips);
+      otherwise one pass, the last batch possibly smaller.
+
+  Returns:
+    A dataset of dicts: "rgb" float32 [B, num_frames, crop, crop, 3] and/or
+    "flow" float32 [B, num_frames, crop, crop, 2] in [-1, 1], "label" int32
+    [B], "index" int32 [B] (position of the video in the split).
+
+  Raises:
+    DatasetError: if the cache, split, streams or crop do not fit.
+  """
+  streams = streams_lib.parse_streams(streams)
+  entries, columns = _split_source(cache_dir, split, streams, crop_size)
+
+  def make_clip(element: dict[str, tf.Tensor],
+                element_seed: tf.Tensor) -> dict[str, tf.Tensor]:
+    seeds = [
+        tf.stack([element_seed, tf.constant(i, tf.int64)]) for i in range(4)
+    ]
+    total = element["num_frames"]
+
+    def uniform_below(limit: tf.Tensor, draw: int) -> tf.Tensor:
+      return tf.random.stateless_uniform(
+          [], seeds[draw], minval=0, maxval=limit, dtype=tf.int32)
+
+    start = uniform_below(tf.maximum(total - num_frames, 0) + 1, 0)
+    top = uniform_below(element["height"] - crop_size + 1, 1)
+    left = uniform_below(element["width"] - crop_size + 1, 2)
+    mirror = tf.random.stateless_uniform([], seeds[3]) < 0.5
+    indices = clip_frame_indices(start, num_frames, total)
+    clip = {"label": element["label"], "index": element["index"]}
+    for stream in streams:
+      frames = _frames_at(element[f"{stream}_path"], stream, indices)
+      frames = frames[:, top:top + crop_size, left:left + crop_size]
+      frames = tf.cond(
+          mirror,
+          lambda f=frames, s=stream: _flip_horizontally(f, s),
+          lambda f=frames: f)
+      frames.set_shape([num_frames, crop_size, crop_size,
+                        streams_lib.CHANNELS[stream]])
+      clip[stream] = frames
+    return clip
+
+  dataset = _per_video_dataset(columns)
+  dataset = dataset.shuffle(
+      len(entries), seed=seed, reshuffle_each_iteration=True)
+  if repeat:
+    dataset = dataset.repeat()
+  dataset = tf.data.Dataset.zip((dataset, tf.data.Dataset.random(seed=seed)))
+  dataset = dataset.map(make_clip, num_parallel_calls=tf.data.AUTOTUNE)
+  dataset = dataset.batch(batch_size, drop_remainder=repeat)
+  return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def evenly_spaced_starts(total: int, num_frames: int,
+                         num_clips: int) -> list[int]:
+  """Starts of `num_clips` clips at the centres of equal parts of the video.
+
+  One clip is the centre clip; clips of a video shorter than `num_frames` all
+  start at 0 (and loop).
+  """
+  slack = max(total - num_frames, 0)
+  return [slack * (2 * i + 1) // (2 * num_clips) for i in range(num_clips)]
+
+
+def make_eval_dataset(cache_dir: str,
+                      split: str = "eval",
+                      streams: Sequence[str] = streams_lib.STREAMS,
+                      num_frames: int | None = None,
+                      crop_size: int = 224,
+                      num_clips: int = 1,
+                      num_crops: int = 1) -> tf.data.Dataset:
+  """Evaluation views of each video of a split, in split order.
+
+  Views are `num_clips` evenly spaced clips (see `evenly_spaced_starts`;
+  short videos loop) times `num_crops` crops (1: centre; 3: start, centre and
+  end of the longer side), clip-major: view v is clip v // num_crops, crop
+  v % num_crops.
+
+  Args:
+    cache_dir: a prepared cache.
+    split: the split to read.
+    streams: a subset of the cached streams.
+    num_frames: frames per clip; None for the whole video (then num_clips
+      must be 1).
+    crop_size: side of the square crops.
+    num_clips: clips per video.
+    num_crops: 1 or 3.
+
+  Returns:
+    A dataset with one element per video: "rgb" float32 [V, T, crop, crop, 3]
+    and/or "flow" float32 [V, T, crop, crop, 2], V = num_clips * num_crops,
+    T = num_frames (or the video's length), "label" and "index" int32 scalars.
+
+  Raises:
+    DatasetError: if the cache, split, streams or crop do not fit.
+    ValueError: for num_crops other than 1 or 3, num_clips < 1, or several
+      clips of whole videos.
+  """
+  streams = streams_lib.parse_streams(streams)
+  if num_clips < 1 or (num_frames is None and num_clips != 1):
+    raise ValueError(
+        f"num_clips must be >= 1, and 1 for whole videos; got {num_clips}")
+  entries, columns = _split_source(cache_dir, split, streams, crop_size)
+  columns["clip_starts"] = [
+      evenly_spaced_starts(e.num_frames, num_frames or e.num_frames, num_clips)
+      for e in entries
+  ]
+  columns["crop_offsets"] = [
+      preprocess.crop_offsets(e.height, e.width, crop_size, num_crops)
+      for e in entries
+  ]
+
+  def make_views(element: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    total = element["num_frames"]
+    length = total if num_frames is None else num_frames
+    indices = clip_frame_indices(element["clip_starts"], length, total)
+    views = {"label": element["label"], "index": element["index"]}
+    for stream in streams:
+      frames = _frames_at(element[f"{stream}_path"], stream,
+                          tf.reshape(indices, [-1]))
+      shape = tf.shape(frames)
+      clips = tf.reshape(frames, tf.concat([[num_clips, length], shape[1:]], 0))
+      crops = [
+          clips[:, :, offset[0]:offset[0] + crop_size,
+                offset[1]:offset[1] + crop_size]
+          for offset in tf.unstack(element["crop_offsets"], num=num_crops)
+      ]
+      stacked = tf.reshape(
+          tf.stack(crops, axis=1),
+          [num_clips * num_crops, length, crop_size, crop_size,
+           streams_lib.CHANNELS[stream]])
+      stacked.set_shape([num_clips * num_crops, num_frames, crop_size,
+                         crop_size, streams_lib.CHANNELS[stream]])
+      views[stream] = stacked
+    return views
+
+  dataset = _per_video_dataset(columns)
+  dataset = dataset.map(make_views, num_parallel_calls=tf.data.AUTOTUNE)
+  return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def read_cached_video(info: cache.CacheInfo, entry: cache.CacheEntry,
+                      stream: str) -> np.ndarray:
+  """Decodes a whole cached stream, uncropped (for inspection and tests).
+
+  Args:
+    info: the cache, from `read_cache`.
+    entry: one of its entries.
+    stream: "rgb" or "flow".
+
+  Returns:
+    float32 [T, H, W, C] in [-1, 1], as the pipelines see it before cropping.
+  """
+  encoded = _read_encoded_frames(tf.constant(info.stream_path(entry, stream)),
+                                 stream)
+  return _decode_frames(encoded, stream).numpy()
