@@ -12,7 +12,7 @@ part once for `feature_views` augmented views per video and trains on the
 cached outputs (the fast path, `TrainConfig.uses_feature_cache`), or runs the
 frozen backbone on a new clip every step (the slow path, `--nofeature_cache`).
 For each trainable setting this measures, in one run on one Trainer:
-  extract  Trainer.training_features (tracing, tf.data clips from the cache,
+  extract  train.features.training_features (tracing, tf.data clips from the cache,
            frozen forward, saving the .npz) in views/s, against, batch by
            batch and interleaved, the same work pre-traced (so the
            difference is tracing and saving), the frozen forward alone on one

@@ -159,8 +159,9 @@ class TrainingLoopTest(TinyDataTest):
     for before, after in zip(weights, resumed.trainable_variables):
       np.testing.assert_array_equal(before, after.numpy())
     self.assertEqual(resumed.train()["step"], 6)
-    self.assertEqual(os.path.basename(resumed.manager.latest_checkpoint),
-                     "ckpt-6")
+    self.assertEqual(
+        os.path.basename(resumed.checkpointer.manager.latest_checkpoint),
+        "ckpt-6")
 
   def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(self):
     trainer = train_loop.Trainer(self.config(num_steps=2, checkpoint_every=1))
