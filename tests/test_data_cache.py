@@ -5,7 +5,6 @@ import fcntl
 import glob
 import json
 import os
-import shutil
 from unittest import mock
 
 from absl.testing import absltest
@@ -336,11 +335,6 @@ class PipelineTest(parameterized.TestCase):
         eval_fraction=0.3, seed=0)
     assert report.ok, report.summary()
     cls.info = data_cache.read_cache(cls.cache)
-
-  @classmethod
-  def tearDownClass(cls):
-    shutil.rmtree(cls.root)
-    super().tearDownClass()
 
   def full(self, split: str, index: int, stream: str) -> np.ndarray:
     entry = self.info.split_entries(split)[index]

@@ -84,11 +84,6 @@ class ExportTest(absltest.TestCase):
                     cls.model(cls.clips, is_training=False).items()}
     cls.paths = export.export_all(cls.model, cls.tmp, CLASSES, CROP)
 
-  @classmethod
-  def tearDownClass(cls):
-    shutil.rmtree(cls.tmp, ignore_errors=True)
-    super().tearDownClass()
-
   def test_layout(self):
     export_dir = os.path.join(self.tmp, export.EXPORT_SUBDIR)
     self.assertEqual(
