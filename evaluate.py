@@ -1,13 +1,15 @@
 r"""Evaluates a model trained by train.py: metrics per stream and joint.
 
   python evaluate.py --checkpoint_dir=runs/demo
-  python evaluate.py --checkpoint_dir=runs/demo --num_frames=64 \
-      --num_clips=5 --num_crops=3
+  python evaluate.py --checkpoint_dir=runs/demo --eval_num_frames=64 \
+      --eval_num_clips=5 --eval_num_crops=3
   python evaluate.py --checkpoint_dir=runs/demo --data_dir=new_videos/
 
-The classes, streams, crop, evaluation views and preprocessing come from the
-run, so few flags are needed. By default the run's latest checkpoint is
-evaluated on the eval split of its training cache (the held-out videos or
+--checkpoint_dir takes a train.py train_dir. The classes, streams, crop,
+evaluation views and preprocessing come from the run (its config.json), so
+few flags are needed; the --eval_num_* flags override the run's settings of
+the same name. By default the run's latest checkpoint is evaluated on the
+eval split of its training cache (the held-out videos or
 subjects); --data_dir or --manifest evaluates new labelled videos instead,
 prepared with the run's preprocessing into --cache_dir (default
 DIR/eval_cache); --cache_dir alone evaluates a cache prepare_data.py made
@@ -32,10 +34,11 @@ from absl import app
 from absl import flags
 from absl import logging
 
+# Only TensorFlow-free modules here: the processes that prepare new videos
+# are spawned and re-import this script; main() imports the rest.
+from i3d import config as config_lib
 from i3d.data import sources as data_sources
-from i3d.eval import evaluate as evaluation
 from i3d.eval import reports as eval_reports
-from i3d.eval import runs as eval_runs
 from i3d import labels
 
 _CHECKPOINT_DIR = flags.DEFINE_string(
@@ -47,33 +50,28 @@ _SPLIT = flags.DEFINE_enum(
     "split", None, list(data_sources.SPLITS), "Split of the cache to evaluate. "
     "Default: eval for the training cache; every video of new data "
     "(--data_dir, --manifest, or another --cache_dir).")
-_DATA_DIR = flags.DEFINE_string(
-    "data_dir", None, "New labelled videos, one sub-folder per class.")
-_MANIFEST = flags.DEFINE_string(
-    "manifest", None, "New labelled videos: a CSV path,label[,subject]"
-    "[,split].")
+_PREPARE_FLAGS = config_lib.define_flags(
+    config_lib.PrepareConfig, ["data_dir", "manifest", "prepare_workers"],
+    note="For new labelled videos to evaluate.")
+_CLASSES = config_lib.define_flags(
+    config_lib.PrepareConfig, ["classes"],
+    docs={"classes": "Optional check: the class list you expect (a class "
+                     "file or comma-separated names); an error if the "
+                     "checkpoint's differs."})["classes"]
 _CACHE_DIR = flags.DEFINE_string(
     "cache_dir", None, "Where --data_dir/--manifest are prepared (default "
     "DIR/eval_cache); alone, an already prepared cache to evaluate.")
-_CLASSES = flags.DEFINE_string(
-    "classes", None, "Optional check: the class list you expect (a class "
-    "file or comma-separated names); an error if the checkpoint's differs.")
-_NUM_FRAMES = flags.DEFINE_integer(
-    "num_frames", None, "Frames per clip; default the run's eval setting; "
-    "0 for the whole video (one clip).")
-_NUM_CLIPS = flags.DEFINE_integer(
-    "num_clips", None, "Evenly spaced clips per video, logits averaged; "
-    "default the run's eval setting.")
-_NUM_CROPS = flags.DEFINE_integer(
-    "num_crops", None, "Spatial crops per clip: 1 (centre) or 3 (start, "
-    "centre and end of the longer side); default the run's eval setting.")
+_VIEW_FLAGS = config_lib.define_flags(
+    config_lib.TrainConfig,
+    ["eval_num_frames", "eval_num_clips", "eval_num_crops"],
+    defaults={"eval_num_frames": None, "eval_num_clips": None,
+              "eval_num_crops": None},
+    note="Default: the run's setting.")
 _TOP_K = flags.DEFINE_integer("top_k", 5, "k of the top-k accuracy.")
 _OUTPUT_JSON = flags.DEFINE_string(
     "output_json", None, "Also write the metrics JSON to this file.")
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None, "Where the reports go; default DIR/eval.")
-_NUM_WORKERS = flags.DEFINE_integer(
-    "num_workers", os.cpu_count() or 1, "Processes preparing new videos.")
 
 flags.mark_flag_as_required("checkpoint_dir")
 flags.mark_flags_as_mutual_exclusive(["data_dir", "manifest"])
@@ -82,24 +80,32 @@ flags.mark_flags_as_mutual_exclusive(["data_dir", "manifest"])
 def main(argv: Sequence[str]) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  # pylint: disable=g-import-not-at-top
+  from i3d.eval import evaluate as evaluation
+  from i3d.eval import runs as eval_runs
+  # pylint: enable=g-import-not-at-top
+  data_dir = _PREPARE_FLAGS["data_dir"].value
+  manifest = _PREPARE_FLAGS["manifest"].value
+  num_frames = _VIEW_FLAGS["eval_num_frames"].value
   train_dir = _CHECKPOINT_DIR.value
-  new_data = bool(_DATA_DIR.value or _MANIFEST.value)
+  new_data = bool(data_dir or manifest)
   failures = ()
   try:
     classes = (labels.resolve_classes(_CLASSES.value)
                if _CLASSES.value else None)
     run = eval_runs.load_run(train_dir, _CHECKPOINT.value, classes)
     config = eval_runs.with_views(
-        run.config, num_frames=_NUM_FRAMES.value or None,
-        num_clips=_NUM_CLIPS.value,
-        num_crops=_NUM_CROPS.value,
-        whole_video=_NUM_FRAMES.value == 0)
+        run.config, num_frames=num_frames or None,
+        num_clips=_VIEW_FLAGS["eval_num_clips"].value,
+        num_crops=_VIEW_FLAGS["eval_num_crops"].value,
+        whole_video=num_frames == 0)
     cache_dir = _CACHE_DIR.value
     if new_data:
       cache_dir = cache_dir or os.path.join(train_dir,
                                             evaluation.EVAL_CACHE_SUBDIR)
-      report = evaluation.prepare_eval_data(run, cache_dir, _DATA_DIR.value,
-                                         _MANIFEST.value, _NUM_WORKERS.value)
+      report = evaluation.prepare_eval_data(
+          run, cache_dir, data_dir, manifest,
+          _PREPARE_FLAGS["prepare_workers"].value)
       failures = report.failures
     # The training cache's train split is never evaluated unless asked for.
     training_cache = not cache_dir or (os.path.realpath(cache_dir) ==

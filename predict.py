@@ -30,6 +30,7 @@ from absl import logging
 import numpy as np
 
 from i3d import checkpoints
+from i3d import config as config_lib
 from i3d.data import sources as data_sources
 from i3d.eval import classify
 from i3d.eval import reports as eval_reports
@@ -62,18 +63,20 @@ _CHECKPOINT_DIR = flags.DEFINE_string(
 _LABELS = flags.DEFINE_string(
     "labels", "kinetics400", "Class names for --checkpoint: kinetics400, "
     "kinetics600 or a file with one name per line.")
-_STREAM = flags.DEFINE_enum(
-    "stream", None, ["rgb", "flow", "joint"],
-    "Streams to run on --video input; default: those of the checkpoints.")
+_STREAM = config_lib.define_flags(
+    config_lib.TrainConfig, ["stream"], defaults={"stream": None},
+    note="Kinetics mode: the streams to run on --video input; default: "
+    "those of the checkpoints.")["stream"]
 _TOP_K = flags.DEFINE_integer("top_k", 5, "Number of classes to report.")
 _MAX_FRAMES = flags.DEFINE_integer(
     "max_frames", 250, "Frames (at the model's frame rate: 25 fps for "
     "Kinetics) read from the start of a video classified as one clip, the "
     "paper's test protocol; 0 reads all. --timeline covers the whole video "
     "unless this flag is given.")
-_FLOW_ALGORITHM = flags.DEFINE_string(
-    "flow_algorithm", "tvl1", "Optical flow for --video in Kinetics mode "
-    "(the Kinetics flow weights expect tvl1); exercise mode uses the run's.")
+_FLOW_ALGORITHM = config_lib.define_flags(
+    config_lib.PreprocessConfig, ["flow_algorithm"],
+    note="Kinetics mode only: exercise mode uses the run's.")[
+        "flow_algorithm"]
 _TIMELINE = flags.DEFINE_bool(
     "timeline", False, "Classify each --video in sliding windows: a JSON list "
     "of {start, end, label, probability}, times in seconds.")

@@ -12,15 +12,26 @@ one, and a failed run leaves no temporary directory behind):
   graph restores it with `tf.compat.v1.train.Saver(var_list={name: variable})`
   (DeepMind's `evaluate_sample.py` pattern). (`i3d.checkpoints.restore` reads
   back only a single-stream export: it expects one model per checkpoint.)
-  `classes.txt` gives the class names in logit order.
+  `classes.txt` gives the class names in logit order and `preprocessing.json`
+  how the inputs were made (see below).
 * A SavedModel (`export_saved_model`) whose `serving_default` signature takes
   the model's streams, `rgb` float32 [batch, frames, crop, crop, 3] and/or
   `flow` [batch, frames, crop, crop, 2] with values in [-1, 1] (any batch size
   and clip length), and returns `logits` (the joint logits, [batch, classes]),
   `probabilities` (their softmax) and each stream's `<stream>_logits`. Batch
   norm runs in inference mode. The loaded object also has `classes` (a string
-  variable), `streams`, `crop_size` and the `classes_file` asset. It loads with
-  `tf.saved_model.load` and `tensorflow_hub.load`.
+  variable), `streams`, `crop_size`, the `classes_file` asset and, for a
+  trained run, `preprocessing` (a string variable holding the JSON below) and
+  the `preprocessing_file` asset. It loads with `tf.saved_model.load` and
+  `tensorflow_hub.load`.
+
+The preprocessing the model was trained with (`i3d.config.TrainConfig.
+preprocessing`) travels with both exports, so that other code feeds it the
+same inputs: {"streams", "fps", "short_side", "flow_algorithm", "max_frames",
+"flow_bound_px", "value_range", "crop_size", "num_frames",
+"eval_num_frames"}. Read it with
+  json.load(open("export/deepmind_checkpoint/preprocessing.json"))
+  json.loads(tf.saved_model.load(path).preprocessing.numpy())
 
 `export_all` writes both under `<train_dir>/export/`.
 
@@ -30,11 +41,12 @@ Usage:
 
 import contextlib
 import dataclasses
+import json
 import os
 import shutil
 import sys
 import tempfile
-from typing import Dict, Iterator, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence
 
 from absl import app
 from absl import flags
@@ -52,6 +64,7 @@ EXPORT_SUBDIR = "export"
 DEEPMIND_CHECKPOINT_SUBDIR = "deepmind_checkpoint"
 SAVED_MODEL_SUBDIR = "saved_model"
 CLASSES_FILE = "classes.txt"
+PREPROCESSING_FILE = "preprocessing.json"
 SIGNATURE_KEY = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 JOINT_LOGITS = "logits"
 PROBABILITIES = "probabilities"
@@ -174,7 +187,8 @@ def _classes_text(classes: Sequence[str]) -> str:
 
 def _write_name_based(model: two_stream.TwoStreamI3d,
                       tensors: Mapping[str, np.ndarray], directory: str,
-                      classes: Sequence[str]) -> str:
+                      classes: Sequence[str],
+                      preprocessing: Optional[Mapping[str, Any]]) -> str:
   """Writes `export_name_based`'s directory from tensors already read."""
   provenance = {
       "source": "i3d.export",
@@ -188,25 +202,31 @@ def _write_name_based(model: two_stream.TwoStreamI3d,
     checkpoints.write_checkpoint_dir(tensors, staging, provenance)
     fileio.write_text(os.path.join(staging, CLASSES_FILE),
                       _classes_text(classes))
+    if preprocessing is not None:
+      fileio.write_json(os.path.join(staging, PREPROCESSING_FILE),
+                        preprocessing)
   prefix = os.path.join(os.path.abspath(directory), checkpoints.CHECKPOINT_NAME)
   logging.info("Exported %d tensors (%s) to %s", len(tensors),
                ", ".join(model.streams), prefix)
   return prefix
 
 
-def export_name_based(model: two_stream.TwoStreamI3d, directory: str,
-                      classes: Sequence[str]) -> str:
+def export_name_based(
+    model: two_stream.TwoStreamI3d, directory: str, classes: Sequence[str],
+    preprocessing: Optional[Mapping[str, Any]] = None) -> str:
   """Writes the model as a checkpoint in DeepMind's name-based layout.
 
   `directory` gets `model.ckpt.{index,data-*}`, `classes.txt` (one class name
-  per line, in logit order) and `SOURCE.json`, replacing any previous content
-  atomically.
+  per line, in logit order), `preprocessing.json` (if given) and
+  `SOURCE.json`, replacing any previous content atomically.
 
   Args:
     model: the trained model (variables may be distributed: see
       `model_tensors`).
     directory: the export directory.
     classes: class names in logit order.
+    preprocessing: how the model's inputs are made (`TrainConfig.
+      preprocessing`); None for a model not trained by train.py.
 
   Returns:
     The checkpoint prefix, `directory/model.ckpt`.
@@ -216,14 +236,16 @@ def export_name_based(model: two_stream.TwoStreamI3d, directory: str,
       built.
   """
   names = _check_classes(model, classes)
-  return _write_name_based(model, model_tensors(model), directory, names)
+  return _write_name_based(model, model_tensors(model), directory, names,
+                           preprocessing)
 
 
 class _ServingModule(tf.Module):
   """What the SavedModel holds: the model, its signature and class names."""
 
   def __init__(self, model: two_stream.TwoStreamI3d, classes: Sequence[str],
-               crop_size: int, classes_file: str):
+               crop_size: int, classes_file: str,
+               preprocessing_file: Optional[str]):
     """Builds the serving function.
 
     Args:
@@ -231,6 +253,8 @@ class _ServingModule(tf.Module):
       classes: class names in logit order.
       crop_size: the height and width of the clips.
       classes_file: a file with the class names, saved as an asset.
+      preprocessing_file: a JSON file of the preprocessing, saved as an
+        asset and as the `preprocessing` string; None for none.
     """
     super().__init__(name="i3d_serving")
     self.model = model
@@ -239,6 +263,11 @@ class _ServingModule(tf.Module):
                                name="streams")
     self.crop_size = tf.Variable(crop_size, trainable=False, name="crop_size")
     self.classes_file = tf.saved_model.Asset(classes_file)
+    if preprocessing_file is not None:
+      with open(preprocessing_file, encoding="utf-8") as f:
+        self.preprocessing = tf.Variable(f.read(), trainable=False,
+                                         name="preprocessing")
+      self.preprocessing_file = tf.saved_model.Asset(preprocessing_file)
     specs = {
         stream: tf.TensorSpec(
             [None, None, crop_size, crop_size,
@@ -283,12 +312,19 @@ def _plain_copy(model: two_stream.TwoStreamI3d,
 
 
 def _write_saved_model(model: two_stream.TwoStreamI3d, directory: str,
-                       classes: Sequence[str], crop_size: int) -> str:
+                       classes: Sequence[str], crop_size: int,
+                       preprocessing: Optional[Mapping[str, Any]]) -> str:
   """Writes `export_saved_model`'s directory for a model of plain variables."""
   with tempfile.TemporaryDirectory() as scratch:
     classes_file = os.path.join(scratch, CLASSES_FILE)
     fileio.write_text(classes_file, _classes_text(classes))
-    module = _ServingModule(model, classes, crop_size, classes_file)
+    preprocessing_file = None
+    if preprocessing is not None:
+      preprocessing_file = os.path.join(scratch, PREPROCESSING_FILE)
+      fileio.write_text(preprocessing_file,
+                        json.dumps(dict(preprocessing), indent=2) + "\n")
+    module = _ServingModule(model, classes, crop_size, classes_file,
+                            preprocessing_file)
     with _replaced_directory(directory) as staging:
       tf.saved_model.save(
           module, staging,
@@ -303,8 +339,9 @@ def _check_crop_size(crop_size: int) -> None:
     raise ValueError(f"crop_size must be >= 1, got {crop_size}")
 
 
-def export_saved_model(model: two_stream.TwoStreamI3d, directory: str,
-                       classes: Sequence[str], crop_size: int) -> str:
+def export_saved_model(
+    model: two_stream.TwoStreamI3d, directory: str, classes: Sequence[str],
+    crop_size: int, preprocessing: Optional[Mapping[str, Any]] = None) -> str:
   """Writes the model as a SavedModel with a `serving_default` signature.
 
   The SavedModel holds the model's variables (copied into plain variables if
@@ -317,6 +354,8 @@ def export_saved_model(model: two_stream.TwoStreamI3d, directory: str,
     directory: the SavedModel directory.
     classes: class names in logit order.
     crop_size: height and width of the input clips, as in training.
+    preprocessing: how the model's inputs are made (`TrainConfig.
+      preprocessing`); None for a model not trained by train.py.
 
   Returns:
     The SavedModel directory.
@@ -330,11 +369,13 @@ def export_saved_model(model: two_stream.TwoStreamI3d, directory: str,
   _check_exportable(model)
   if _is_distributed(model):
     model = _plain_copy(model, model_tensors(model))
-  return _write_saved_model(model, directory, names, crop_size)
+  return _write_saved_model(model, directory, names, crop_size, preprocessing)
 
 
 def export_all(model: two_stream.TwoStreamI3d, directory: str,
-               classes: Sequence[str], crop_size: int) -> ExportPaths:
+               classes: Sequence[str], crop_size: int,
+               preprocessing: Optional[Mapping[str, Any]] = None
+               ) -> ExportPaths:
   """Writes both exports under `directory/export/`.
 
   The variables are read once (`model_tensors`), for both exports.
@@ -346,6 +387,9 @@ def export_all(model: two_stream.TwoStreamI3d, directory: str,
       `export/deepmind_checkpoint/` and `export/saved_model/` in it.
     classes: class names in logit order.
     crop_size: height and width of the input clips, as in training.
+    preprocessing: how the model's inputs are made (`TrainConfig.
+      preprocessing`), saved in both exports; None for a model not trained
+      by train.py.
 
   Returns:
     The paths written.
@@ -360,12 +404,12 @@ def export_all(model: two_stream.TwoStreamI3d, directory: str,
   export_dir = os.path.join(directory, EXPORT_SUBDIR)
   prefix = _write_name_based(
       model, tensors, os.path.join(export_dir, DEEPMIND_CHECKPOINT_SUBDIR),
-      names)
+      names, preprocessing)
   serving_model = (_plain_copy(model, tensors) if _is_distributed(model)
                    else model)
   saved_model = _write_saved_model(
       serving_model, os.path.join(export_dir, SAVED_MODEL_SUBDIR), names,
-      crop_size)
+      crop_size, preprocessing)
   return ExportPaths(deepmind_checkpoint=prefix, saved_model=saved_model)
 
 
@@ -384,7 +428,10 @@ def export_train_dir(train_dir: str,
   # an in-memory model does not need.
   from i3d.eval import runs as eval_runs  # pylint: disable=g-import-not-at-top
   model, config = eval_runs.load_trained_model(train_dir, checkpoint)
-  return export_all(model, train_dir, config.classes, config.crop_size)
+  config = dataclasses.replace(
+      config, preprocess=eval_runs.run_preprocess_config(config, train_dir))
+  return export_all(model, train_dir, config.classes, config.crop_size,
+                    config.preprocessing())
 
 
 def _define_flags() -> None:

@@ -247,9 +247,9 @@ class EvaluateScriptTest(TrainedRunTest):
 
     result = run_evaluate(
         f"--checkpoint_dir={self.train_dir}", f"--data_dir={data_dir}",
-        f"--cache_dir={cache_dir}", "--num_frames=4", "--num_clips=2",
-        "--num_crops=3", f"--output_dir={output_dir}",
-        f"--output_json={output_json}", "--num_workers=1")
+        f"--cache_dir={cache_dir}", "--eval_num_frames=4",
+        "--eval_num_clips=2", "--eval_num_crops=3", f"--output_dir={output_dir}",
+        f"--output_json={output_json}", "--prepare_workers=1")
 
     self.assertEqual(result.returncode, 1, result.stderr)
     self.assertIn("1 video(s) could not be evaluated:", result.stderr)

@@ -1,5 +1,6 @@
 """Tests for i3d.export: the name-based checkpoint and the SavedModel."""
 
+import json
 import os
 import shutil
 from unittest import mock
@@ -23,6 +24,12 @@ REFERENCES = {"rgb": "rgb_scratch", "flow": "flow_scratch"}
 CLASSES = ("squat_correct", "squat_not-low", "crunch_correct")
 CROP = 16
 LOGITS = "Logits/Conv3d_0c_1x1/conv_3d/"
+# What a run trained on 20-pixel frames saves with its exports.
+PREPROCESSING = config_lib.TrainConfig(
+    classes=CLASSES, crop_size=CROP, num_frames=4,
+    preprocess=config_lib.PreprocessConfig(short_side=CROP + 4,
+                                           flow_algorithm="dis")
+).preprocessing()
 
 
 def random_clips(streams, batch: int, frames: int, seed: int):
@@ -82,7 +89,8 @@ class ExportTest(absltest.TestCase):
     cls.clips = random_clips(("rgb", "flow"), batch=1, frames=4, seed=2)
     cls.expected = {k: v.numpy() for k, v in
                     cls.model(cls.clips, is_training=False).items()}
-    cls.paths = export.export_all(cls.model, cls.tmp, CLASSES, CROP)
+    cls.paths = export.export_all(cls.model, cls.tmp, CLASSES, CROP,
+                                  PREPROCESSING)
 
   def test_layout(self):
     export_dir = os.path.join(self.tmp, export.EXPORT_SUBDIR)
@@ -100,6 +108,18 @@ class ExportTest(absltest.TestCase):
         labels.read_class_file(os.path.join(self.paths.saved_model, "assets",
                                             "classes.txt")), list(CLASSES))
     self.assertEqual(hidden_entries(self.tmp), [])
+
+  def test_both_exports_hold_the_preprocessing(self):
+    with open(os.path.join(os.path.dirname(self.paths.deepmind_checkpoint),
+                           export.PREPROCESSING_FILE), encoding="utf-8") as f:
+      self.assertEqual(json.load(f), PREPROCESSING)
+    loaded = tf.saved_model.load(self.paths.saved_model)
+    self.assertEqual(json.loads(loaded.preprocessing.numpy()), PREPROCESSING)
+    with open(loaded.preprocessing_file.asset_path.numpy(),
+              encoding="utf-8") as f:
+      self.assertEqual(json.load(f), PREPROCESSING)
+    self.assertEqual(PREPROCESSING["short_side"], CROP + 4)
+    self.assertEqual(PREPROCESSING["streams"], ["rgb", "flow"])
 
   def test_checkpoint_has_deepmind_names_and_shapes(self):
     shapes = dict(tf.train.list_variables(self.paths.deepmind_checkpoint))
@@ -265,9 +285,10 @@ class SmallModelTest(absltest.TestCase):
     self.assertEqual(os.listdir(self.tmp), [])
 
   def test_export_train_dir_exports_the_latest_checkpoint(self):
-    config = config_lib.TrainConfig(cache_dir=self.tmp, train_dir=self.tmp,
-                                  classes=("a", "b"), stream="rgb",
-                                  crop_size=CROP)
+    config = config_lib.TrainConfig(
+        cache_dir=self.tmp, train_dir=self.tmp, classes=("a", "b"),
+        stream="rgb", crop_size=CROP,
+        preprocess=config_lib.PreprocessConfig(short_side=CROP + 8))
     config_lib.save_config(config)
     net = built_model(2, ("rgb",))
     perturb(net, seed=6)
@@ -275,9 +296,11 @@ class SmallModelTest(absltest.TestCase):
         os.path.join(self.tmp, train_checkpointer.CHECKPOINT_SUBDIR, "ckpt"))
     with mock.patch.object(export, "export_all", autospec=True) as export_all:
       export.export_train_dir(self.tmp)
-    (model, directory, classes, crop_size), _ = export_all.call_args
+    (model, directory, classes, crop_size,
+     preprocessing), _ = export_all.call_args
     self.assertEqual((directory, tuple(classes), crop_size),
                      (self.tmp, ("a", "b"), CROP))
+    self.assertEqual(preprocessing, config.preprocessing())
     self.assertEqual(tuple(model.streams), ("rgb",))
     for ours, theirs in zip(model.variables, net.variables):
       self.assertEqual(ours.name, theirs.name)

@@ -50,7 +50,7 @@ class PrepareDataTest(absltest.TestCase):
       f.write(b"\x00" * 1000)
 
     result = run(f"--data_dir={self.data}", f"--cache_dir={self.cache}",
-                 "--num_workers=2", "--flow_algorithm=dis", "--short_side=48",
+                 "--prepare_workers=2", "--flow_algorithm=dis", "--short_side=48",
                  "--eval_fraction=0.5")
 
     self.assertEqual(result.returncode, 1, result.stderr)
@@ -82,7 +82,7 @@ class PrepareDataTest(absltest.TestCase):
     records = os.path.join(self.cache, "videos", "*.json")
     process = subprocess.Popen(
         command(f"--data_dir={self.data}", f"--cache_dir={self.cache}",
-                "--num_workers=1", "--short_side=48"),
+                "--prepare_workers=1", "--short_side=48"),
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True)
     try:

@@ -2,9 +2,9 @@
 
 A training run's `train_dir` gives everything needed to run its model the way
 it was trained: the class list, the streams, the crop and evaluation clip
-settings (config.json, `i3d.config`), the weights (ckpt/), and, through the
-training cache's metadata, the preprocessing settings (frame rate, frame size,
-optical flow algorithm). `load_run` loads it; `with_views` changes its
+settings and the preprocessing settings (frame rate, frame size, optical flow
+algorithm) it was trained with (config.json, `i3d.config`), and the weights
+(ckpt/). `load_run` loads it; `with_views` changes its
 evaluation views.
 """
 
@@ -124,29 +124,41 @@ def _check_classes(expected: Sequence[str], given: Sequence[str],
       "checkpoint's")
 
 
-def run_preprocess_config(
-    config: config_lib.TrainConfig) -> preprocess.PreprocessConfig:
-  """The preprocessing settings of a run's training data.
+def run_preprocess_config(config: config_lib.TrainConfig,
+                          train_dir: str) -> preprocess.PreprocessConfig:
+  """The preprocessing settings a run's model was trained with.
 
-  They are read from the training cache's metadata; if the cache is gone
-  (e.g. the run was copied to another machine), the defaults of
-  `preprocess.PreprocessConfig` are used, with a warning.
+  They are saved in the run's config.json. A run saved before they were has
+  them only in its training cache's metadata: they are read from there, with
+  a warning that says so, and never guessed.
 
   Args:
     config: the run's configuration.
+    train_dir: the run's directory (for messages).
 
   Returns:
     The settings (fps, short_side, flow_algorithm, max_frames).
+
+  Raises:
+    ModelError: if config.json has no preprocessing and the training cache
+      cannot be read.
   """
+  if config.preprocess is not None:
+    return config.preprocess
   try:
-    return cache.read_cache(config.cache_dir).config
+    settings = cache.read_cache(config.cache_dir).config
   except (sources.DatasetError, OSError, KeyError, TypeError) as e:
-    default = preprocess.PreprocessConfig()
-    logging.warning(
-        "Cannot read the preprocessing settings of the training cache (%s); "
-        "using the defaults %s. Predictions are off if the run used others.",
-        e, default)
-    return default
+    raise ModelError(
+        f"{train_dir}/{config_lib.CONFIG_FILE} predates saved "
+        "preprocessing settings and its training cache cannot be read "
+        f"({e}): put the cache back at {config.cache_dir}, or add the "
+        "cache's settings as \"preprocess\": {\"fps\", \"short_side\", "
+        "\"flow_algorithm\", \"max_frames\"} to the config.json") from e
+  logging.warning(
+      "%s/%s predates saved preprocessing settings; using those of its "
+      "training cache %s: %s", train_dir, config_lib.CONFIG_FILE,
+      config.cache_dir, settings)
+  return settings
 
 
 def load_trained_model(train_dir: str, checkpoint: Optional[str] = None
@@ -216,7 +228,7 @@ def load_run(train_dir: str,
                      "--checkpoint") from e
   try:
     config = config_lib.load_config(train_dir)
-  except FileNotFoundError as e:
+  except (FileNotFoundError, ValueError) as e:
     raise ModelError(str(e)) from e
   if classes is not None:
     _check_classes(config.classes, classes, train_dir)
@@ -226,11 +238,11 @@ def load_run(train_dir: str,
   except (FileNotFoundError, checkpointer.TrainingError) as e:
     # TensorFlow's explanation can run over many lines; the first says it.
     raise ModelError(str(e).splitlines()[0]) from e
+  settings = run_preprocess_config(config, train_dir)
   logging.info("Loaded %s (%s, %d classes)", path, "+".join(config.streams),
                len(config.classes))
   return TrainedModel(classifier=classify.Classifier(model, config.classes),
-                      config=config, checkpoint=path,
-                      preprocess=run_preprocess_config(config))
+                      config=config, checkpoint=path, preprocess=settings)
 
 
 def with_views(config: config_lib.TrainConfig,

@@ -16,65 +16,20 @@ processes which decode videos start quickly.
 
 import collections
 import dataclasses
-import hashlib
 import itertools
-import json
 from typing import Deque, Dict, Iterator, Sequence
 
 import cv2
 import numpy as np
 
+from i3d import config as config_lib
 from i3d import streams as streams_lib
 from i3d.video import flow
 from i3d.video import io
 
-# Bump when a change to the decoding or resampling changes the frames produced,
-# so that prepared caches keyed by `PreprocessConfig.fingerprint` are rebuilt.
-PREPROCESSING_VERSION = 1
-
-
-@dataclasses.dataclass(frozen=True)
-class PreprocessConfig:
-  """Settings that determine the frames and flow computed from a video.
-
-  Attributes:
-    fps: frame rate the video is resampled to.
-    short_side: length in pixels of the shorter side after resizing.
-    flow_algorithm: one of `i3d.video.flow.FLOW_ALGORITHMS`.
-    max_frames: keep at most this many frames from the start (after
-      resampling); None keeps the whole video.
-  """
-  fps: float = 25.0
-  short_side: int = 256
-  flow_algorithm: str = "tvl1"
-  max_frames: int | None = None
-
-  def __post_init__(self) -> None:
-    if not self.fps > 0:
-      raise ValueError(f"fps must be positive, got {self.fps}")
-    if self.short_side < 2:
-      raise ValueError(f"short_side must be at least 2, got {self.short_side}")
-    if self.flow_algorithm not in flow.FLOW_ALGORITHMS:
-      raise ValueError(
-          f"unknown flow algorithm {self.flow_algorithm!r}; "
-          f"expected one of {', '.join(flow.FLOW_ALGORITHMS)}")
-    if self.max_frames is not None and self.max_frames < 1:
-      raise ValueError(
-          f"max_frames must be None or >= 1, got {self.max_frames}")
-
-  def to_dict(self) -> dict[str, float | int | str | None]:
-    """Returns the settings as a JSON-serialisable dict."""
-    return dataclasses.asdict(self)
-
-  def fingerprint(self) -> str:
-    """Returns a short stable hash of the settings and preprocessing version.
-
-    Two configs with equal fields give the same fingerprint in every process and
-    Python version, so it can key cached results.
-    """
-    settings = {**self.to_dict(), "version": PREPROCESSING_VERSION}
-    text = json.dumps(settings, sort_keys=True)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+# The settings live with every other setting in `i3d.config`; here is their
+# use.
+PreprocessConfig = config_lib.PreprocessConfig
 
 
 def check_crop_fits(crop_size: int, short_side: int) -> None:
