@@ -58,7 +58,9 @@ def setUpModule():
       cache_dir=_Run.cache_dir, train_dir=_Run.train_dir, classes=CLASSES,
       stream="joint", num_frames=4, crop_size=32, batch_size=2, num_steps=1,
       feature_views=1, export=False, rgb_checkpoint=(
-          checkpoints.write_random_checkpoint(os.path.join(_Run.root, "rgb"))))
+          checkpoints.write_random_checkpoint(os.path.join(_Run.root, "rgb"))),
+      # As train.py: the run saves its cache's preprocessing.
+      preprocess=data_cache.read_cache(_Run.cache_dir).config)
   config_lib.save_config(config)
   train_loop.Trainer(config).train()
   _Run.model = eval_runs.load_run(_Run.train_dir)
@@ -132,7 +134,8 @@ class EvaluateModelTest(TrainedRunTest):
     config = self.model.config
     with self.assertRaisesRegex(ValueError, "same clip"):
       eval_runs.with_views(config, num_clips=2, whole_video=True)
-    with self.assertRaisesRegex(ValueError, "num_crops must be 1 or 3"):
+    with self.assertRaisesRegex(ValueError,
+                                "eval_num_crops must be one of 1, 3, got 2"):
       eval_runs.with_views(config, num_frames=4, num_crops=2)
     self.assertIsNone(eval_runs.with_views(config).eval_num_frames)
 
@@ -175,6 +178,64 @@ class LoadErrorsTest(TrainedRunTest):
       eval_runs.load_run(self.train_dir, checkpoint=kinetics)
     with self.assertRaisesRegex(eval_runs.ModelError, "no checkpoint"):
       eval_runs.load_run(self.train_dir, checkpoint=kinetics + "-missing")
+
+
+class SavedPreprocessingTest(TrainedRunTest):
+  """The run's own preprocessing, wherever its cache is (36 px frames)."""
+
+  def copy_run(self, root: str) -> str:
+    """A copy of the run whose training cache is root/cache."""
+    shutil.copytree(self.cache_dir, os.path.join(root, "cache"))
+    copy = os.path.join(root, "run")
+    shutil.copytree(self.train_dir, copy)
+    self.edit_config(copy, lambda c: c.update(cache_dir=os.path.join(root,
+                                                                    "cache")))
+    return copy
+
+  def edit_config(self, train_dir: str, edit) -> None:
+    path = os.path.join(train_dir, config_lib.CONFIG_FILE)
+    with open(path) as f:
+      values = json.load(f)
+    edit(values)
+    with open(path, "w") as f:
+      json.dump(values, f)
+
+  def test_moving_the_cache_away_keeps_the_predictions(self):
+    root = self.tempdir()
+    train_dir = self.copy_run(root)
+    video = testdata.write_moving_square(os.path.join(root, "clip.mp4"),
+                                         num_frames=20)
+    before = eval_runs.load_run(train_dir)
+    expected = classify.classify_video(before.classifier, video,
+                                       before.preprocess, 32)
+
+    shutil.move(os.path.join(root, "cache"), os.path.join(root, "moved"))
+    after = eval_runs.load_run(train_dir)
+
+    self.assertEqual(after.preprocess.short_side, 36)
+    self.assertEqual(after.preprocess, before.preprocess)
+    self.assertEqual(after.preprocess,
+                     data_cache.read_cache(self.cache_dir).config)
+    logits = classify.classify_video(after.classifier, video,
+                                     after.preprocess, 32)
+    np.testing.assert_allclose(logits["joint"], expected["joint"], rtol=1e-5)
+
+  def test_a_run_saved_without_preprocessing(self):
+    root = self.tempdir()
+    train_dir = self.copy_run(root)
+    self.edit_config(train_dir, lambda c: c.pop("preprocess"))
+    # Its cache still says how its videos were made: used, and said so.
+    with self.assertLogs(level="WARNING") as logs:
+      run = eval_runs.load_run(train_dir)
+    self.assertIn("predates saved preprocessing settings", logs.output[0])
+    self.assertEqual(run.preprocess,
+                     data_cache.read_cache(self.cache_dir).config)
+    # Without the cache nothing says it: an error, not a guess.
+    shutil.rmtree(os.path.join(root, "cache"))
+    with self.assertRaisesRegex(
+        eval_runs.ModelError, f"{train_dir}/config.json predates saved "
+        "preprocessing settings and its training cache cannot be read"):
+      eval_runs.load_run(train_dir)
 
 
 class ClassifyVideoTest(TrainedRunTest):

@@ -264,7 +264,8 @@ def with_views(config: config_lib.TrainConfig,
     The configuration to pass to `evaluate_model`.
 
   Raises:
-    ValueError: for impossible views.
+    ValueError: for impossible views (out of the settings' ranges, several
+      clips of the whole video).
   """
   if whole_video and num_frames is not None:
     raise ValueError("give a clip length or the whole video, not both")
@@ -272,16 +273,7 @@ def with_views(config: config_lib.TrainConfig,
       config.eval_num_frames if num_frames is None else num_frames)
   clips = config.eval_num_clips if num_clips is None else num_clips
   crops = config.eval_num_crops if num_crops is None else num_crops
-  if frames is not None and frames < 1:
-    raise ValueError(f"num_frames must be at least 1, got {frames}")
-  if clips < 1:
-    raise ValueError(f"num_clips must be at least 1, got {clips}")
-  if crops not in (1, 3):
-    raise ValueError(f"num_crops must be 1 or 3, got {crops}")
-  if frames is None and clips != 1:
-    raise ValueError(
-        f"{clips} clips of the whole video would be the same clip; give a "
-        "clip length (num_frames) for several clips")
+  # TrainConfig checks the values against their settings.
   return dataclasses.replace(config, eval_num_frames=frames,
                              eval_num_clips=clips, eval_num_crops=crops)
 
