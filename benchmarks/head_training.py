@@ -71,16 +71,18 @@ _CLIPS_PER_CLASS = flags.DEFINE_integer(
 _TRAINABLE = flags.DEFINE_list(
     "trainable", ["mixed_5"], "Settings of --trainable to measure, e.g. "
     "logits,mixed_5 (each freezes a backbone part; demo: mixed_5).")
-_STREAM = flags.DEFINE_enum("stream", "joint", ["rgb", "flow", "joint"],
-                            "Streams.")
-_NUM_FRAMES = flags.DEFINE_integer("num_frames", 32, "Frames per clip "
-                                   "(demo: 32).")
-_CROP_SIZE = flags.DEFINE_integer("crop_size", 112, "Crop (demo: 112).")
-_SHORT_SIDE = flags.DEFINE_integer("short_side", 128, "Frame size of the "
-                                   "fresh cache (demo: 128).")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Batch (demo: 16).")
-_FEATURE_VIEWS = flags.DEFINE_integer("feature_views", 4,
-                                      "Views per video (demo: 4).")
+# The run's settings (i3d.config), at the demo's values (configs/demo.cfg).
+_SETTINGS = config_lib.define_flags(
+    config_lib.TrainConfig,
+    ["stream", "num_frames", "crop_size", "batch_size", "feature_views"],
+    defaults={"num_frames": 32, "crop_size": 112, "batch_size": 16,
+              "feature_views": 4}, note="Default: the demo's.")
+_STREAM, _NUM_FRAMES, _CROP_SIZE, _BATCH_SIZE, _FEATURE_VIEWS = (
+    _SETTINGS[name] for name in ("stream", "num_frames", "crop_size",
+                                 "batch_size", "feature_views"))
+_SHORT_SIDE = config_lib.define_flags(
+    config_lib.PreprocessConfig, ["short_side"], defaults={"short_side": 128},
+    note="Of the fresh cache; default: the demo's.")["short_side"]
 _EXTRACT_ROUNDS = flags.DEFINE_integer(
     "extract_rounds", 3, "Timed batches of each extraction variant.")
 _SLOW_STEPS = flags.DEFINE_integer("slow_steps", 2, "Timed slow-path steps.")

@@ -93,14 +93,16 @@ _VARIANTS = flags.DEFINE_list("variants", None, f"Of {VARIANTS}.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per variant.")
 _WARMUP = flags.DEFINE_integer(
     "warmup", 1, "Untimed calls first (the first traces/compiles).")
-_TRAINABLE = flags.DEFINE_enum(
-    "trainable", "all", list(config_lib.TRAINABLE_BOUNDARIES),
-    "What the training step updates (as train.py --trainable).")
-_LEARNING_RATE = flags.DEFINE_float(
-    "learning_rate", 0.0003, "Constant learning rate of the timed steps.")
-_DROPOUT_KEEP_PROB = flags.DEFINE_float(
-    "dropout_keep_prob", 0.5, "As train.py's (0.5); 1.0 makes the losses of "
-    "the fixed batch fall smoothly (the speed is the same).")
+_SETTINGS = config_lib.define_flags(
+    config_lib.TrainConfig, ["trainable", "learning_rate", "dropout_keep_prob"],
+    defaults={"trainable": "all", "learning_rate": 0.0003},
+    docs={"learning_rate": "Constant learning rate of the timed steps.",
+          "dropout_keep_prob": "As train.py's (0.5); 1.0 makes the losses "
+                               "of the fixed batch fall smoothly (the speed "
+                               "is the same)."})
+_TRAINABLE, _LEARNING_RATE, _DROPOUT_KEEP_PROB = (
+    _SETTINGS[name] for name in ("trainable", "learning_rate",
+                                 "dropout_keep_prob"))
 _RGB_CHECKPOINT = flags.DEFINE_string(
     "rgb_checkpoint", common.DEFAULT_RGB_CHECKPOINT,
     "Kinetics RGB weights (flow: cross-modality init), or 'random'; random "
