@@ -191,7 +191,7 @@ def main(argv: list[str]) -> None:
         num_workers=workers, eval_fraction=0.0))
     assert report.ok, report.summary()
     info = data_cache.read_cache(cache)
-    num_frames = sum(e.num_frames for e in info.entries)
+    num_frames = sum(e.video_frames for e in info.entries)
     add("prepare", f"prepare_dataset ({config.flow_algorithm}, {workers} "
         "worker(s))", num_frames / seconds, "frames/s")
     minutes = num_frames / config.fps / 60

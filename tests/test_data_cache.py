@@ -293,7 +293,7 @@ class PrepareTest(absltest.TestCase):
     report = self.prepare(num_workers=2)
     self.assertEqual((report.num_prepared, len(report.failures)), (3, 0))
     info = data_cache.read_cache(self.cache)
-    self.assertEqual([(e.path, e.num_frames) for e in info.entries],
+    self.assertEqual([(e.path, e.video_frames) for e in info.entries],
                      [("crunch_correct/v1.mp4", 9), ("squat_correct/v0.mp4", 8),
                       ("squat_correct/v2.mp4", 10)])
     self.assertEqual(info.classes, CLASSES)
@@ -344,7 +344,7 @@ class PipelineTest(parameterized.TestCase):
     self.assertEqual(self.info.classes, CLASSES)
     self.assertEqual(self.info.config, SMALL)
     self.assertEqual(self.info.streams, ("rgb", "flow"))
-    self.assertEqual([e.num_frames for e in self.info.entries],
+    self.assertEqual([e.video_frames for e in self.info.entries],
                      [14, 18, 6, 20, 16, 12])
     self.assertEqual({(e.height, e.width) for e in self.info.entries},
                      {(48, 64)})
@@ -359,7 +359,7 @@ class PipelineTest(parameterized.TestCase):
   def test_cache_size_is_compact(self):
     total_bytes = sum(os.path.getsize(p) for p in glob.glob(
         os.path.join(self.cache, "videos", "*.pb")))
-    total_frames = sum(e.num_frames for e in self.info.entries)
+    total_frames = sum(e.video_frames for e in self.info.entries)
     # A float32 copy of both streams would be 48*64*5*4 = 61 kB per frame.
     self.assertLess(total_bytes / total_frames, 6000)
 
@@ -433,7 +433,7 @@ class PipelineTest(parameterized.TestCase):
   def test_short_videos_loop(self):
     split, index = next(
         (s, i) for s in ("train", "eval")
-        for i, e in enumerate(self.info.split_entries(s)) if e.num_frames == 6)
+        for i, e in enumerate(self.info.split_entries(s)) if e.video_frames == 6)
     views = data_pipeline.make_eval_dataset(self.cache, split, num_frames=16,
                                       crop_size=self.CROP)
     element = next(e for e in views if e["index"] == index)
@@ -456,10 +456,10 @@ class PipelineTest(parameterized.TestCase):
       self.assertEqual(element["rgb"].shape, (6, 8, 32, 32, 3))
       self.assertEqual(element["flow"].shape, (6, 8, 32, 32, 2))
       full = self.full("train", int(element["index"]), "flow")
-      starts = data_pipeline.evenly_spaced_starts(entry.num_frames, 8, 2)
+      starts = data_pipeline.evenly_spaced_starts(entry.video_frames, 8, 2)
       offsets = video_preprocess.crop_offsets(48, 64, self.CROP, 3)
       for view in range(6):
-        frames = (starts[view // 3] + np.arange(8)) % entry.num_frames
+        frames = (starts[view // 3] + np.arange(8)) % entry.video_frames
         top, left = offsets[view % 3]
         np.testing.assert_array_equal(
             element["flow"][view].numpy(),
@@ -469,7 +469,7 @@ class PipelineTest(parameterized.TestCase):
     evaluation = data_pipeline.make_eval_dataset(
         self.cache, "eval", crop_size=self.CROP)
     for element, entry in zip(evaluation, self.info.split_entries("eval")):
-      self.assertEqual(element["rgb"].shape, (1, entry.num_frames, 32, 32, 3))
+      self.assertEqual(element["rgb"].shape, (1, entry.video_frames, 32, 32, 3))
       direct = video_preprocess.load_clip(os.path.join(self.info.root, entry.path),
                                streams_lib.STREAMS, SMALL, crop_size=self.CROP)
       cached = {stream: element[stream][0].numpy() for stream in streams_lib.STREAMS}

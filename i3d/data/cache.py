@@ -105,7 +105,9 @@ class CacheEntry:
     label_index: position of the label in the class list.
     subject: the person filmed, if known.
     key: the cache key (content hash and settings).
-    num_frames: frames at the prepared frame rate.
+    video_frames: the video's length, in frames at the prepared frame rate
+      (stored as "num_frames"; a clip's length is the pipeline's
+      `num_frames`).
     height: frame height in pixels.
     width: frame width in pixels.
     streams: the streams stored for this preprocess.
@@ -115,7 +117,7 @@ class CacheEntry:
   label_index: int
   subject: str | None
   key: str
-  num_frames: int
+  video_frames: int
   height: int
   width: int
   streams: tuple[str, ...]
@@ -236,7 +238,7 @@ def _stored_streams(videos_dir: str, key: str) -> tuple[str, ...]:
 def _sequence_example(stream: str, encoded: preprocess.EncodedVideo) -> bytes:
   example = tf.train.SequenceExample()
   context = example.context.feature
-  context["num_frames"].int64_list.value.append(encoded.num_frames)
+  context["num_frames"].int64_list.value.append(encoded.video_frames)
   context["height"].int64_list.value.append(encoded.height)
   context["width"].int64_list.value.append(encoded.width)
   feature_list = example.feature_lists.feature_list[f"{stream}/encoded"]
@@ -255,7 +257,7 @@ def _write_entry(videos_dir: str, task: _Task, encoded: preprocess.EncodedVideo,
       "key": task.key,
       "sha256": task.content_sha256,
       "settings": config.to_dict(),
-      "num_frames": encoded.num_frames,
+      "num_frames": encoded.video_frames,
       "height": encoded.height,
       "width": encoded.width,
   }
@@ -528,7 +530,8 @@ def read_cache(cache_dir: str) -> CacheInfo:
   with open(os.path.join(cache_dir, SPLITS_FILE), encoding="utf-8") as f:
     splits = json.load(f)
   entries = tuple(
-      CacheEntry(**{**e, "streams": tuple(e["streams"])})
+      CacheEntry(**{k: v for k, v in e.items() if k != "num_frames"},
+                 video_frames=e["num_frames"], streams=tuple(e["streams"]))
       for e in metadata["entries"])
   known_paths = {e.path for e in entries}
   split_paths = {name: tuple(splits[name]) for name in sources_lib.SPLITS}

@@ -98,7 +98,7 @@ def _split_source(
   columns = {
       "index": list(range(len(entries))),
       "label": [e.label_index for e in entries],
-      "num_frames": [e.num_frames for e in entries],
+      "video_frames": [e.video_frames for e in entries],
       "height": [e.height for e in entries],
       "width": [e.width for e in entries],
   }
@@ -159,7 +159,7 @@ def make_train_dataset(cache_dir: str,
     seeds = [
         tf.stack([element_seed, tf.constant(i, tf.int64)]) for i in range(4)
     ]
-    total = element["num_frames"]
+    total = element["video_frames"]
 
     def uniform_below(limit: tf.Tensor, draw: int) -> tf.Tensor:
       return tf.random.stateless_uniform(
@@ -245,7 +245,8 @@ def make_eval_dataset(cache_dir: str,
         f"num_clips must be >= 1, and 1 for whole videos; got {num_clips}")
   entries, columns = _split_source(cache_dir, split, streams, crop_size)
   columns["clip_starts"] = [
-      evenly_spaced_starts(e.num_frames, num_frames or e.num_frames, num_clips)
+      evenly_spaced_starts(e.video_frames, num_frames or e.video_frames,
+                           num_clips)
       for e in entries
   ]
   columns["crop_offsets"] = [
@@ -254,7 +255,7 @@ def make_eval_dataset(cache_dir: str,
   ]
 
   def make_views(element: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    total = element["num_frames"]
+    total = element["video_frames"]
     length = total if num_frames is None else num_frames
     indices = clip_frame_indices(element["clip_starts"], length, total)
     views = {"label": element["label"], "index": element["index"]}

@@ -101,9 +101,9 @@ def rgb_to_model(frames_uint8: np.ndarray) -> np.ndarray:
   return values
 
 
-def too_short_for_flow_reason(num_frames: int, fps: float) -> str:
-  """Says why a video of `num_frames` frames at `fps` has no optical flow."""
-  return (f"too short for optical flow: {num_frames} frame(s) at {fps:g} fps, "
+def too_short_for_flow_reason(video_frames: int, fps: float) -> str:
+  """Says why a video of `video_frames` frames at `fps` has no optical flow."""
+  return (f"too short for optical flow: {video_frames} frame(s) at {fps:g} fps, "
           "flow needs at least 2")
 
 
@@ -260,7 +260,7 @@ class EncodedVideo:
   width: int
 
   @property
-  def num_frames(self) -> int:
+  def video_frames(self) -> int:
     """Frames per stream (every stream has one per video frame)."""
     return len(next(iter(self.frames.values())))
 
