@@ -1,6 +1,7 @@
 """Tests for evaluate.py and i3d.eval (runs, evaluate, classify) on a tiny trained two-stream run."""
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -219,6 +220,15 @@ class SavedPreprocessingTest(TrainedRunTest):
     logits = classify.classify_video(after.classifier, video,
                                      after.preprocess, 32)
     np.testing.assert_allclose(logits["joint"], expected["joint"], rtol=1e-5)
+
+  def test_a_cache_prepared_another_way_is_refused(self):
+    config = dataclasses.replace(
+        self.model.config, preprocess=dataclasses.replace(
+            self.model.preprocess, short_side=48, flow_algorithm="tvl1"))
+    with self.assertRaisesRegex(
+        eval_runs.ModelError, f"{self.cache_dir}: prepared with short_side 36 "
+        r"\(the run: 48\), flow_algorithm dis \(the run: tvl1\)"):
+      evaluation.evaluate_model(self.model.classifier, config)
 
   def test_a_run_saved_without_preprocessing(self):
     root = self.tempdir()

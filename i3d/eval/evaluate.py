@@ -114,6 +114,29 @@ def _class_index_map(cache_classes: Sequence[str],
   return np.array([list(model_classes).index(name) for name in cache_classes])
 
 
+def _check_preprocessing(prepared: config_lib.PreprocessConfig,
+                         config: config_lib.TrainConfig,
+                         cache_dir: str) -> None:
+  """Refuses a cache whose frames differ from those the run trained on.
+
+  Frame rate and size always matter; the flow algorithm where flow is used.
+  `max_frames` may differ (evaluation on longer or shorter videos).
+  """
+  if config.preprocess is None:
+    return
+  names = ["fps", "short_side"] + (
+      ["flow_algorithm"] if "flow" in config.streams else [])
+  differences = [f"{name} {getattr(prepared, name)} (the run: "
+                 f"{getattr(config.preprocess, name)})" for name in names
+                 if getattr(prepared, name) != getattr(config.preprocess,
+                                                       name)]
+  if differences:
+    raise runs.ModelError(
+        f"{cache_dir}: prepared with {', '.join(differences)}; the model "
+        "would see other inputs than it was trained on. Evaluate new videos "
+        "with --data_dir or --manifest, which prepares them the run's way")
+
+
 def evaluate_model(model: two_stream.TwoStreamI3d | classify.Classifier,
                    config: config_lib.TrainConfig,
                    cache_dir: Optional[str] = None,
@@ -140,8 +163,9 @@ def evaluate_model(model: two_stream.TwoStreamI3d | classify.Classifier,
     The metrics, the videos, their labels and logits.
 
   Raises:
-    ModelError: if the cache has classes the model lacks, holds no video
-      to evaluate, or its files cannot be read.
+    ModelError: if the cache has classes the model lacks, was prepared
+      with other preprocessing than the run's, holds no video to evaluate,
+      or its files cannot be read.
     DatasetError: if the cache, split, streams or crop do not fit.
     ValueError: for impossible views.
   """
@@ -149,6 +173,7 @@ def evaluate_model(model: two_stream.TwoStreamI3d | classify.Classifier,
   classes = list(config.classes)
   classifier = _as_classifier(model, classes)
   info = cache.read_cache(cache_dir)
+  _check_preprocessing(info.config, config, cache_dir)
   to_model_index = _class_index_map(info.classes, classes, cache_dir)
   splits = [split] if split else [s for s in sources.SPLITS if info.splits[s]]
   entries = [(s, e) for s in splits for e in info.split_entries(s)]

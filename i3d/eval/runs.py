@@ -238,11 +238,13 @@ def load_run(train_dir: str,
   except (FileNotFoundError, checkpointer.TrainingError) as e:
     # TensorFlow's explanation can run over many lines; the first says it.
     raise ModelError(str(e).splitlines()[0]) from e
-  settings = run_preprocess_config(config, train_dir)
+  config = dataclasses.replace(
+      config, preprocess=run_preprocess_config(config, train_dir))
   logging.info("Loaded %s (%s, %d classes)", path, "+".join(config.streams),
                len(config.classes))
   return TrainedModel(classifier=classify.Classifier(model, config.classes),
-                      config=config, checkpoint=path, preprocess=settings)
+                      config=config, checkpoint=path,
+                      preprocess=config.preprocess)
 
 
 def with_views(config: config_lib.TrainConfig,
