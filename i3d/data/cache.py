@@ -530,7 +530,8 @@ def read_cache(cache_dir: str) -> CacheInfo:
   with open(os.path.join(cache_dir, SPLITS_FILE), encoding="utf-8") as f:
     splits = json.load(f)
   entries = tuple(
-      CacheEntry(**{k: v for k, v in e.items() if k != "num_frames"},
+      CacheEntry(**{k: v for k, v in e.items()
+                    if k not in ("num_frames", "streams")},
                  video_frames=e["num_frames"], streams=tuple(e["streams"]))
       for e in metadata["entries"])
   known_paths = {e.path for e in entries}
