@@ -232,14 +232,14 @@ def load_run(train_dir: str,
     raise ModelError(str(e)) from e
   if classes is not None:
     _check_classes(config.classes, classes, train_dir)
+  settings = run_preprocess_config(config, train_dir)
   _check_checkpoint_fits(path, train_dir, config)
   try:
     model, config = load_trained_model(train_dir, path)
   except (FileNotFoundError, checkpointer.TrainingError) as e:
     # TensorFlow's explanation can run over many lines; the first says it.
     raise ModelError(str(e).splitlines()[0]) from e
-  config = dataclasses.replace(
-      config, preprocess=run_preprocess_config(config, train_dir))
+  config = dataclasses.replace(config, preprocess=settings)
   logging.info("Loaded %s (%s, %d classes)", path, "+".join(config.streams),
                len(config.classes))
   return TrainedModel(classifier=classify.Classifier(model, config.classes),
