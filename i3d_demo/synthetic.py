@@ -117,6 +117,39 @@ class ExerciseClass:
 
 
 @dataclasses.dataclass(frozen=True)
+class Conditions:
+  """The rendering conditions clips are drawn from: ranges, not values.
+
+  Each range is a tuple of (low, high) intervals, sampled uniformly over
+  their union (each interval in proportion to its width). The defaults are
+  the demo dataset's; `benchmarks/synthetic_transfer.py` trains under some
+  conditions and tests under others never seen.
+
+  Attributes:
+    views: the camera's angle from the person's side view in degrees:
+      positive turns towards their front (90 films the face), negative
+      towards their back. Which side is filmed is a coin toss.
+    elevations: camera height as degrees above the horizontal.
+    distances: camera distance in body heights; less is more perspective.
+    heights: the subject's standing height, metres.
+    girths: the subject's limb and trunk thickness, relative to average.
+  """
+  views: tuple[tuple[float, float], ...] = ((-35.0, 35.0),)
+  elevations: tuple[tuple[float, float], ...] = ((5.0, 18.0),)
+  distances: tuple[tuple[float, float], ...] = ((3.0, 5.0),)
+  heights: tuple[tuple[float, float], ...] = ((1.55, 1.95),)
+  girths: tuple[tuple[float, float], ...] = ((0.9, 1.2),)
+
+
+def _sample_union(rng: np.random.Generator,
+                  intervals: Sequence[tuple[float, float]]) -> float:
+  """A uniform sample over a union of (low, high) intervals."""
+  widths = np.array([high - low for low, high in intervals], float) + 1e-9
+  index = rng.choice(len(intervals), p=widths / widths.sum())
+  return float(rng.uniform(*intervals[index]))
+
+
+@dataclasses.dataclass(frozen=True)
 class Clip:
   """Everything random about one clip, drawn from its seed.
 
@@ -471,18 +504,20 @@ def _pick(rng: np.random.Generator,
   return tuple(float(c) for c in colours[rng.integers(len(colours))])
 
 
-def sample_body(subject: int, seed: int) -> Body:
+def sample_body(subject: int, seed: int,
+                conditions: Conditions = Conditions()) -> Body:
   """Draws one subject's proportions and clothes.
 
   Args:
     subject: the subject id.
     seed: the dataset seed.
+    conditions: the ranges of height and girth.
 
   Returns:
-    The same body for the same (subject, seed).
+    The same body for the same (subject, seed, conditions).
   """
   rng = np.random.default_rng([seed, 0, subject])
-  height = rng.uniform(1.55, 1.95)
+  height = _sample_union(rng, conditions.heights)
   # Fractions of height: roughly human, slightly widened so that limbs stay
   # visible at 112x112.
   fractions = {"trunk": 0.29, "shoulder_drop": 0.035, "neck": 0.04,
@@ -491,7 +526,7 @@ def sample_body(subject: int, seed: int) -> Body:
                "shank": 0.245, "ankle_height": 0.045, "foot": 0.11}
   lengths = {name: height * fraction * rng.uniform(0.95, 1.05)
              for name, fraction in fractions.items()}
-  girth = rng.uniform(0.9, 1.2)
+  girth = _sample_union(rng, conditions.girths)
   radius_fractions = {"upper_arm": 0.036, "forearm": 0.03, "hand": 0.03,
                       "thigh": 0.055, "shank": 0.042, "foot": 0.025,
                       "neck": 0.03, "hips": 0.08, "torso_depth": 0.08,
@@ -524,7 +559,8 @@ def _sample_range(rng: np.random.Generator, value: Range) -> float:
 def sample_clip(label: str, clip_index: int, seed: int, *,
                 num_subjects: int = DEFAULT_NUM_SUBJECTS,
                 width: int = DEFAULT_WIDTH, height: int = DEFAULT_HEIGHT,
-                fps: float = DEFAULT_FPS) -> Clip:
+                fps: float = DEFAULT_FPS,
+                conditions: Conditions = Conditions()) -> Clip:
   """Draws one clip's random settings.
 
   Clip `i` of every class belongs to subject `i % num_subjects`, so with at
@@ -538,6 +574,7 @@ def sample_clip(label: str, clip_index: int, seed: int, *,
     width: frame width in pixels.
     height: frame height in pixels.
     fps: frame rate.
+    conditions: the ranges the rendering conditions are drawn from.
 
   Returns:
     The same clip for the same arguments.
@@ -558,22 +595,29 @@ def sample_clip(label: str, clip_index: int, seed: int, *,
       label=label,
       clip_index=clip_index,
       subject=subject,
-      body=sample_body(subject, seed),
+      body=sample_body(subject, seed, conditions),
       rest=rest,
       peak=peak,
       fps=fps,
       num_frames=int(round(rng.uniform(_MIN_SECONDS, _MAX_SECONDS) * fps)),
       rep_seconds=float(rng.uniform(_MIN_REP_SECONDS, _MAX_REP_SECONDS)),
       start_phase=float(rng.random()),
-      azimuth=float(rng.uniform(-35, 35) + 180 * rng.integers(2)),
-      elevation=float(rng.uniform(5, 18)),
-      distance=float(rng.uniform(3, 5)),
+      azimuth=_azimuth(_sample_union(rng, conditions.views),
+                       bool(rng.integers(2))),
+      elevation=_sample_union(rng, conditions.elevations),
+      distance=_sample_union(rng, conditions.distances),
       fill=float(rng.uniform(0.88, 1.0)),
       offset=(float(rng.uniform(-0.03, 0.03)), float(rng.uniform(-0.05, 0.05))),
       width=width,
       height=height,
       scene_seed=int(rng.integers(2**31)),
   )
+
+
+def _azimuth(view: float, left_side: bool) -> float:
+  """The camera azimuth (see `Clip`) of a view angle from one side."""
+  # Azimuth 90 is in front of the person, between the two side views.
+  return 180.0 - view if left_side else view
 
 
 def rep_phase(clip: Clip) -> np.ndarray:
@@ -938,7 +982,8 @@ def _check_settings(output_dir: str, settings: Mapping[str, object]) -> None:
 def generate_dataset(output_dir: str, clips_per_class: int, seed: int, *,
                      num_subjects: int = DEFAULT_NUM_SUBJECTS,
                      width: int = DEFAULT_WIDTH, height: int = DEFAULT_HEIGHT,
-                     fps: float = DEFAULT_FPS, num_workers: int = 1) -> str:
+                     fps: float = DEFAULT_FPS, num_workers: int = 1,
+                     conditions: Conditions = Conditions()) -> str:
   """Writes the synthetic dataset, completing whatever is missing.
 
   Each video is written atomically and the manifest last, so an interrupted
@@ -955,6 +1000,7 @@ def generate_dataset(output_dir: str, clips_per_class: int, seed: int, *,
     height: frame height in pixels.
     fps: frame rate.
     num_workers: processes rendering clips in parallel.
+    conditions: the ranges the rendering conditions are drawn from.
 
   Returns:
     The manifest's path.
@@ -968,11 +1014,15 @@ def generate_dataset(output_dir: str, clips_per_class: int, seed: int, *,
                      "at least 1 and seed at least 0")
   settings = {"generator_version": GENERATOR_VERSION, "seed": seed,
               "num_subjects": num_subjects, "width": width, "height": height,
-              "fps": fps}
+              "fps": fps,
+              # Through JSON, so that it compares equal to a reread copy.
+              "conditions": json.loads(json.dumps(
+                  dataclasses.asdict(conditions)))}
   os.makedirs(output_dir, exist_ok=True)
   _check_settings(output_dir, settings)
   clips = [sample_clip(label, index, seed, num_subjects=num_subjects,
-                       width=width, height=height, fps=fps)
+                       width=width, height=height, fps=fps,
+                       conditions=conditions)
            for label in CLASSES for index in range(clips_per_class)]
   missing = [clip for clip in clips if not os.path.exists(
       os.path.join(output_dir, clip_path(clip.label, clip.clip_index)))]
