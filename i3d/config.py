@@ -346,6 +346,10 @@ class TrainConfig:
   flow_checkpoint: Optional[str] = setting(
       None, "DeepMind-layout flow checkpoint (e.g. flow_imagenet); default: "
       "cross-modality init from the RGB weights.")
+  init_from: Optional[str] = setting(
+      None, "A previous run's train_dir to start from (e.g. runs/demo) "
+      "instead of the Kinetics weights: all its weights, its logits too when "
+      "its classes are the same (names and order).")
   feature_cache: bool = setting(
       True, "With a frozen backbone part, compute its outputs once for "
       "feature_views views per video and train on them.")

@@ -19,6 +19,7 @@ from i3d.data import pipeline as data_pipeline
 from i3d.eval import evaluate as evaluation
 from i3d.eval import runs as eval_runs
 from i3d import kinetics_weights
+from i3d import streams as streams_lib
 from i3d.train import checkpointer as train_checkpointer
 from i3d.train import features as train_features
 from i3d.train import loop as train_loop
@@ -80,6 +81,42 @@ class InitializationTest(TinyDataTest):
         else:
           np.testing.assert_array_equal(variable.numpy(), source[rgb_name],
                                         err_msg=name)
+
+  def test_init_from_a_run_restores_its_weights_and_logits_if_same_classes(
+      self):
+    first = train_loop.Trainer(self.config(num_steps=2))
+    first.train()
+    config_lib.save_config(first.config)
+    trained = {name: variable.numpy() for stream, model in
+               first.model.streams.items() for name, variable in
+               checkpoints.variable_map(model, streams_lib.SCOPES[stream])
+               .items()}
+    kinetics = train_loop.Trainer(self.config())
+    same = train_loop.Trainer(self.config(init_from=first.config.train_dir))
+    other = train_loop.Trainer(self.config(
+        classes=("up", "right", "left"), init_from=first.config.train_dir))
+    for trainer in (same, other):
+      for stream, model in trainer.model.streams.items():
+        for name, variable in checkpoints.variable_map(
+            model, streams_lib.SCOPES[stream]).items():
+          if "/Logits/" not in name:
+            np.testing.assert_array_equal(variable.numpy(), trained[name],
+                                          err_msg=name)
+          elif trainer is same:  # The trained logits, not new ones.
+            np.testing.assert_array_equal(variable.numpy(), trained[name],
+                                          err_msg=name)
+          else:  # Other classes: new logits of their size.
+            self.assertEqual(variable.shape[-1], 3)
+    # Training moved the logits away from where a fresh start puts them.
+    name = "RGB/inception_i3d/Logits/Conv3d_0c_1x1/conv_3d/w"
+    self.assertFalse(np.array_equal(
+        trained[name], checkpoints.variable_map(
+            kinetics.model.streams["rgb"], "RGB")[name].numpy()))
+
+  def test_init_from_a_missing_run_is_one_clear_error(self):
+    with self.assertRaisesRegex(train_checkpointer.TrainingError,
+                                "cannot start from the run"):
+      train_loop.Trainer(self.config(init_from=self.train_dir()))
 
   def test_logits_only_trains_logits(self):
     trainer = train_loop.Trainer(self.config())

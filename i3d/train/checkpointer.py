@@ -1,6 +1,7 @@
 """Saving and resuming a run: checkpoints, the NaN guard, SIGTERM, workers.
 
-A run starts from the Kinetics weights (`initialize_streams`) or resumes from
+A run starts from the Kinetics weights or a previous run's
+(`initialize_streams`) or resumes from
 its latest checkpoint in `train_dir/ckpt/` (`Checkpointer`); SIGTERM asks the
 loop to save and return (`sigterm_requests_stop`); non-finite weights are
 never saved.
@@ -18,6 +19,7 @@ import tensorflow as tf
 
 from i3d import checkpoints
 from i3d import config as config_lib
+from i3d import export
 from i3d import kinetics_weights
 from i3d import two_stream
 
@@ -41,20 +43,67 @@ def latest_checkpoint(train_dir: str) -> str:
   return path
 
 
+def restore_run(model: two_stream.TwoStreamI3d,
+                train_dir: str,
+                classes: Sequence[str]) -> tuple[str, ...]:
+  """Starts the streams a previous run has from its latest checkpoint.
+
+  Every variable is restored; the logits only when the run's class list is
+  `classes` (same names, same order), else they keep their new values. This
+  is how a model trained on synthetic data goes on to a user's own videos.
+
+  Args:
+    model: the new model.
+    train_dir: the previous run's train_dir (config.json, ckpt/).
+    classes: the new model's classes, in logit order.
+
+  Returns:
+    The streams restored, in `model.streams` order.
+
+  Raises:
+    TrainingError: if the run cannot be read or does not fit the model.
+  """
+  # Imported here: i3d.eval.runs imports this module.
+  from i3d.eval import runs  # pylint: disable=g-import-not-at-top
+  try:
+    previous, previous_config = runs.load_trained_model(train_dir)
+    tensors = export.model_tensors(previous)
+    include_logits = tuple(previous_config.classes) == tuple(classes)
+    restored = tuple(s for s in model.streams if s in previous.streams)
+    for stream in restored:
+      checkpoints.restore_tensors(model.streams[stream], stream, tensors,
+                                  include_logits=include_logits,
+                                  source=f"{train_dir} ({stream})")
+  except (FileNotFoundError, ValueError, checkpoints.CheckpointError) as e:
+    raise TrainingError(f"cannot start from the run {train_dir}: {e}") from e
+  logging.info("Started %s from the run %s%s", ", ".join(restored) or
+               "no stream", train_dir, "" if include_logits else
+               " (new logits: other classes)")
+  return restored
+
+
 def initialize_streams(model: two_stream.TwoStreamI3d,
                        config: config_lib.TrainConfig,
                        checkpoints_dir: str = "checkpoints") -> None:
-  """Restores each stream's Kinetics weights, the logits left out.
+  """Restores each stream's starting weights.
 
-  RGB comes from `config.rgb_checkpoint` (default: rgb_scratch, fetched if
-  absent). Flow comes from `config.flow_checkpoint` if given, else by
-  cross-modality initialisation from the RGB checkpoint.
+  With `config.init_from`, the streams that run has start from it
+  (`restore_run`). The others start from Kinetics, the logits left out: RGB
+  from `config.rgb_checkpoint` (default: rgb_scratch, fetched if absent),
+  flow from `config.flow_checkpoint` if given, else by cross-modality
+  initialisation from the RGB checkpoint.
   """
+  from_run = (restore_run(model, config.init_from, config.classes)
+              if config.init_from else ())
+  remaining = [s for s in model.streams if s not in from_run]
+  if not remaining:
+    return
   rgb_checkpoint = config.rgb_checkpoint
-  if "rgb" in model.streams or not config.flow_checkpoint:
+  if "rgb" in remaining or not config.flow_checkpoint:
     rgb_checkpoint = rgb_checkpoint or kinetics_weights.fetch_rgb_scratch(
         checkpoints_dir)
-  for stream, stream_model in model.streams.items():
+  for stream in remaining:
+    stream_model = model.streams[stream]
     if stream == "rgb":
       checkpoints.restore(stream_model, "rgb", rgb_checkpoint,
                           include_logits=False)
