@@ -62,6 +62,8 @@ _TRAIN_DIR = flags.DEFINE_string(
     "train_dir", "runs/demo", "A train.py run on --cache_dir (eval, extract).")
 _EXTRACT_VIDEOS = flags.DEFINE_integer(
     "extract_videos", 160, "Training videos whose features are extracted.")
+_EVAL_VIDEOS = flags.DEFINE_integer(
+    "eval_videos", 0, "Evaluate the first this many eval videos (0: all).")
 _TVL1_SHORT_SIDE = flags.DEFINE_integer("tvl1_short_side", 128,
                                         "Frame size for TV-L1 (demo: 128).")
 _TVL1_VIDEOS = flags.DEFINE_list(
@@ -94,10 +96,15 @@ def child_eval() -> Dict[str, Any]:
   evaluate_model = _find("evaluate_model", "i3d.eval.evaluate",
                          "i3d.eval.runs", "i3d.trained")
   run = load_run(_TRAIN_DIR.value)
+  workdir = tempfile.mkdtemp(prefix="speed_eval_")
+  cache_dir = _CACHE_DIR.value
+  if _EVAL_VIDEOS.value:
+    cache_dir = _subset_cache(cache_dir, workdir, "eval", _EVAL_VIDEOS.value)
   started = time.perf_counter()
-  result = evaluate_model(run.classifier, run.config,
-                                   cache_dir=_CACHE_DIR.value, split="eval")
+  result = evaluate_model(run.classifier, run.config, cache_dir=cache_dir,
+                          split="eval")
   seconds = time.perf_counter() - started
+  shutil.rmtree(workdir, ignore_errors=True)
   return {"videos": len(result.paths), "seconds": seconds,
           "videos_per_s": len(result.paths) / seconds,
           "top1": result.metrics["top1"]}
@@ -118,11 +125,16 @@ def child_extract() -> Dict[str, Any]:
   info = read_cache(_CACHE_DIR.value)
   num_videos = min(_EXTRACT_VIDEOS.value, len(info.split_entries("train")))
   config = dataclasses.replace(
-      config, cache_dir=_subset_cache(_CACHE_DIR.value, workdir, num_videos),
+      config, cache_dir=_subset_cache(_CACHE_DIR.value, workdir, "train",
+                                      num_videos),
       train_dir=os.path.join(workdir, "train"), feature_views=1)
   trainer = trainer_class(config)
   started = time.perf_counter()
-  features = trainer.training_features()
+  try:  # The library's layout since issue 15, then the one before.
+    features = _find("training_features", "i3d.train.features")(
+        trainer.stages, config)
+  except ImportError:
+    features = trainer.training_features()
   seconds = time.perf_counter() - started
   views = len(features["label"])
   # The frozen forward alone, on one constant batch of the same shape.
@@ -153,8 +165,9 @@ def child_extract() -> Dict[str, Any]:
           "forward_bfloat16_views_per_s": rates["bfloat16"]}
 
 
-def _subset_cache(cache_dir: str, workdir: str, num_videos: int) -> str:
-  """A copy of a cache's metadata keeping `num_videos` training videos.
+def _subset_cache(cache_dir: str, workdir: str, split: str,
+                  num_videos: int) -> str:
+  """A copy of a cache's metadata keeping the first `num_videos` of a split.
 
   The video files are not copied: the metadata's root points at them.
   """
@@ -164,7 +177,7 @@ def _subset_cache(cache_dir: str, workdir: str, num_videos: int) -> str:
     metadata = json.load(f)
   with open(os.path.join(cache_dir, "splits.json"), encoding="utf-8") as f:
     splits = json.load(f)
-  splits = {name: (keys[:num_videos] if name == "train" else keys)
+  splits = {name: (keys[:num_videos] if name == split else keys)
             for name, keys in splits.items()}
   with open(os.path.join(subset, "metadata.json"), "w", encoding="utf-8") as f:
     json.dump(metadata, f)
@@ -201,7 +214,8 @@ def run_child(tree: str, part: str) -> Dict[str, Any]:
   command = [sys.executable, "-c", _STARTUP_CODE] if part == "startup" else [sys.executable, os.path.abspath(__file__), f"--child={part}",
              f"--cache_dir={os.path.abspath(_CACHE_DIR.value)}",
              f"--train_dir={os.path.abspath(_TRAIN_DIR.value)}",
-             f"--extract_videos={_EXTRACT_VIDEOS.value}"]
+             f"--extract_videos={_EXTRACT_VIDEOS.value}",
+             f"--eval_videos={_EVAL_VIDEOS.value}"]
   env = dict(os.environ, PYTHONPATH=tree)
   process = subprocess.run(command, cwd=tree, env=env, capture_output=True,
                            text=True, check=False)
