@@ -67,6 +67,10 @@ _VIEW_FLAGS = config_lib.define_flags(
     defaults={"eval_num_frames": None, "eval_num_clips": None,
               "eval_num_crops": None},
     note="Default: the run's setting.")
+_INFERENCE_BFLOAT16 = config_lib.define_flags(
+    config_lib.TrainConfig, ["inference_bfloat16"],
+    defaults={"inference_bfloat16": None},
+    note="Default: the run's setting.")["inference_bfloat16"]
 _TOP_K = flags.DEFINE_integer("top_k", 5, "k of the top-k accuracy.")
 _OUTPUT_JSON = flags.DEFINE_string(
     "output_json", None, "Also write the metrics JSON to this file.")
@@ -93,7 +97,8 @@ def main(argv: Sequence[str]) -> int:
   try:
     classes = (labels.resolve_classes(_CLASSES.value)
                if _CLASSES.value else None)
-    run = eval_runs.load_run(train_dir, _CHECKPOINT.value, classes)
+    run = eval_runs.load_run(train_dir, _CHECKPOINT.value, classes,
+                             _INFERENCE_BFLOAT16.value)
     config = eval_runs.with_views(
         run.config, num_frames=num_frames or None,
         num_clips=_VIEW_FLAGS["eval_num_clips"].value,

@@ -38,6 +38,7 @@ from i3d.eval import runs as eval_runs
 from i3d import fileio
 from i3d import kinetics_weights
 from i3d import labels
+from i3d import precision
 from i3d.video import preprocess as video_preprocess
 
 # DeepMind's Kinetics inputs: 224 x 224 centre crops of 256-pixel frames.
@@ -89,6 +90,11 @@ _ANNOTATED_VIDEO = flags.DEFINE_string(
     "annotated_video", None, "With one --video: write a copy of it (e.g. "
     "OUT.mp4) with the timeline's label and confidence drawn on every frame. "
     "Implies --timeline.")
+_INFERENCE_BFLOAT16 = config_lib.define_flags(
+    config_lib.TrainConfig, ["inference_bfloat16"],
+    defaults={"inference_bfloat16": None},
+    note="Default: the run's setting with --checkpoint_dir, else auto.")[
+        "inference_bfloat16"]
 _OUTPUT_JSON = flags.DEFINE_string(
     "output_json", None, "Write the result(s) as JSON to this file: the "
     "record (or timeline list) of one input, a list of records for several.")
@@ -112,8 +118,9 @@ def _kinetics_classifier(stream_filter: Sequence[str] | None
                        f"--checkpoint gives {sorted(stream_checkpoints)}")
     stream_checkpoints = {s: stream_checkpoints[s] for s in stream_filter}
   classes = labels.resolve_classes(_LABELS.value)
-  return classify.Classifier.from_deepmind_checkpoints(stream_checkpoints,
-                                                        classes)
+  return classify.Classifier.from_deepmind_checkpoints(
+      stream_checkpoints, classes, precision.use_inference_bfloat16(
+          _INFERENCE_BFLOAT16.value or "auto"))
 
 
 def _exercise_classifier() -> Tuple[classify.Classifier,
@@ -128,7 +135,8 @@ def _exercise_classifier() -> Tuple[classify.Classifier,
         "only; with --checkpoint_dir the run gives the classes, streams and "
         "preprocessing (--checkpoint picks one of its checkpoints)")
   run = eval_runs.load_run(_CHECKPOINT_DIR.value,
-                         _CHECKPOINT.value[0] if _CHECKPOINT.value else None)
+                           _CHECKPOINT.value[0] if _CHECKPOINT.value else None,
+                           inference_bfloat16=_INFERENCE_BFLOAT16.value)
   return run.classifier, run.preprocess, run.config.crop_size
 
 

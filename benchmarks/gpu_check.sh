@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU check: joint training steps/s at batch 8 x 64 x 224, float32 against
-# mixed precision, and whether the loss falls. For a lent GPU machine; under 8
-# minutes. From the repository root:
+# mixed precision, whether the loss falls, and evaluation videos/s. For a lent
+# GPU machine; under 10 minutes. From the repository root:
 #
 #   bash benchmarks/gpu_check.sh              # results in $OUT (or /tmp/i3d_gpu_check)
 #   bash benchmarks/gpu_check.sh --dry_run    # tiny sizes, no installs: checks the
@@ -72,6 +72,14 @@ if os.path.exists(path):
         "mixed_over_float32": rows["amp"]["ratio"],
         "loss_fell": {k: rows[k].get("loss_fell") for k in ("graph", "amp")},
         "losses": {k: rows[k].get("losses") for k in ("graph", "amp")}}
+speed = os.path.join(out, "speed.json")
+if os.path.exists(speed) and os.path.getsize(speed):
+  with open(speed) as f:
+    result["speed"] = json.load(f)
+  for row in result["speed"]["results"]:
+    if row["group"] == "eval":
+      result.setdefault("summary", {})["eval_videos_per_s"] = row["value"]
+      result["summary"]["eval_top1"] = row.get("top1")
 with open(os.path.join(out, "gpu_check.json"), "w") as f:
   json.dump(result, f, indent=1)
 print(json.dumps(result.get("summary", result)))
@@ -144,6 +152,29 @@ timeout "$LEFT" "$PY" benchmarks/model.py --streams=joint --modes=train \
     2>&1 | grep -v "^[IW]0000\|^E0000\|TF-TRT\|computation placer" \
     | tee -a "$LOG"
 CODE=${PIPESTATUS[0]}
+
+# 4. Evaluation videos/s: a small demo run (synthetic clips, DIS flow, a few
+# steps), then `evaluate_model` on its held-out videos (benchmarks/speed.py
+# --parts=eval). A failure here is logged and leaves the training result.
+LEFT=$(( 580 - ($(date +%s) - START) ))
+if (( CODE == 0 && LEFT > 60 )); then
+  EVAL_DIR="$OUT/eval_run"
+  if (( DRY_RUN )); then EVAL_CLIPS=1; else EVAL_CLIPS=4; fi
+  log "evaluation speed (at most ${LEFT}s)"
+  if timeout "$LEFT" bash -c '
+      "$0" train.py --flagfile=configs/demo.cfg \
+          --synthetic_clips_per_class="$2" --num_steps=2 --log_every=1 \
+          --manifest="$1/synthetic/manifest.csv" --cache_dir="$1/cache" \
+          --train_dir="$1/train" --noexport &&
+      "$0" benchmarks/speed.py --parts=eval --cache_dir="$1/cache" \
+          --train_dir="$1/train"' "$PY" "$EVAL_DIR" "$EVAL_CLIPS" \
+      >"$OUT/eval.log" 2>&1; then
+    grep '^{' "$OUT/eval.log" | tail -n 1 >"$OUT/speed.json"
+    log "$(grep '^eval ' "$OUT/eval.log" | tail -n 1)"
+  else
+    log "evaluation speed failed or timed out: see $OUT/eval.log"
+  fi
+fi
 case "$CODE" in
   0) finish ok 0 ;;
   124) finish timeout 1 ;;

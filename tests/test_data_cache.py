@@ -11,6 +11,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import cv2
 import numpy as np
+import tensorflow as tf
 
 from i3d.data import cache as data_cache
 from i3d.data import pipeline as data_pipeline
@@ -389,6 +390,23 @@ class PipelineTest(parameterized.TestCase):
     a, b = first_batch(3), first_batch(3)
     np.testing.assert_array_equal(a["flow"], b["flow"])
     np.testing.assert_array_equal(a["index"], b["index"])
+
+  def test_train_passes_are_the_first_of_the_endless_dataset_and_end(self):
+    def batches(repeat):
+      return data_pipeline.make_train_dataset(
+          self.cache, num_frames=4, crop_size=self.CROP, batch_size=2,
+          seed=5, streams=("flow",), repeat=repeat)
+    num_videos = len(self.info.split_entries("train"))
+    finite = list(batches(3))
+    self.assertNotEqual(batches(3).cardinality(), tf.data.INFINITE_CARDINALITY)
+    indices = np.concatenate([b["index"].numpy() for b in finite])
+    np.testing.assert_array_equal(np.bincount(indices, minlength=num_videos),
+                                  [3] * num_videos)
+    endless = list(batches(True).take(len(finite)))
+    for a, b in zip(finite, endless):
+      size = len(a["index"])
+      np.testing.assert_array_equal(a["index"], b["index"][:size])
+      np.testing.assert_array_equal(a["flow"], b["flow"][:size])
 
   def test_train_crops_align_and_mirroring_negates_flow_x(self):
     train = data_pipeline.make_train_dataset(

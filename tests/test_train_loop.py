@@ -9,13 +9,17 @@ import sys
 from unittest import mock
 
 from absl.testing import absltest
+from absl.testing import parameterized
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from i3d import checkpoints
 from i3d import config as config_lib
+from i3d import precision
+from i3d.data import cache as data_cache
 from i3d.data import pipeline as data_pipeline
+from i3d.eval import classify
 from i3d.eval import evaluate as evaluation
 from i3d.eval import runs as eval_runs
 from i3d import kinetics_weights
@@ -178,6 +182,59 @@ class TrainingLoopTest(TinyDataTest):
     for slow, fast in zip(*weights):
       np.testing.assert_allclose(slow, fast, rtol=1e-5, atol=1e-6)
 
+  def test_training_features_hold_feature_views_of_each_video(self):
+    trainer = train_loop.Trainer(self.config(feature_views=3))
+    features = train_features.training_features(trainer.stages,
+                                                trainer.config)
+    num_videos = len(data_cache.read_cache(self.cache_dir).split_entries(
+        "train"))
+    np.testing.assert_array_equal(
+        np.bincount(features["index"], minlength=num_videos),
+        [3] * num_videos)
+    with self.assertRaisesRegex(ValueError, "finite"):
+      train_features.frozen_features(
+          trainer.stages, data_pipeline.make_train_dataset(
+              self.cache_dir, num_frames=4, crop_size=32, batch_size=2))
+
+  def test_training_after_bfloat16_inference_is_float32(self):
+    """bfloat16 inference, then training: the same weights as without it.
+
+    On a CPU with AVX512-BF16/AMX a leaked bfloat16 rewrite would change
+    the steps (or make them NaN); elsewhere the rewrite never runs.
+    """
+    config = dict(feature_cache=False, num_steps=2, checkpoint_every=100)
+    trainer = train_loop.Trainer(self.config(inference_bfloat16="on",
+                                             **config))
+    batch = next(iter(data_pipeline.make_train_dataset(
+        self.cache_dir, num_frames=4, crop_size=32, batch_size=2, seed=3)))
+    clips = {s: batch[s].numpy() for s in trainer.model.streams}
+    float32 = classify.Classifier(trainer.model, CLASSES).logits(clips)
+    bfloat16 = classify.Classifier(trainer.model, CLASSES,
+                                   bfloat16=True).logits(clips)
+    train_features.frozen_features(
+        trainer.stages, data_pipeline.make_train_dataset(
+            self.cache_dir, num_frames=4, crop_size=32, batch_size=2,
+            repeat=False), bfloat16=True)
+    if precision.cpu_has_bfloat16():  # The rewrite ran: the check means it.
+      self.assertFalse(np.array_equal(bfloat16["joint"], float32["joint"]))
+    trainer.train()
+    fresh = train_loop.Trainer(self.config(inference_bfloat16="off", **config))
+    fresh.train()
+    for after, reference in zip(trainer.trainable_variables,
+                                fresh.trainable_variables):
+      np.testing.assert_allclose(after.numpy(), reference.numpy(), rtol=1e-6,
+                                 atol=1e-7, err_msg=after.name)
+
+  def test_mixed_precision_is_set_for_its_steps_only(self):
+    option = "auto_mixed_precision"
+    before = tf.config.optimizer.get_experimental_options().get(option, False)
+    trainer = train_loop.Trainer(self.config(mixed_precision=True, num_steps=1,
+                                             checkpoint_every=100))
+    trainer.train()
+    self.assertEqual(
+        tf.config.optimizer.get_experimental_options().get(option, False),
+        before)
+
   def test_resume_continues_from_the_saved_step_and_optimizer_state(self):
     config = self.config(num_steps=4, checkpoint_every=2)
     trainer = train_loop.Trainer(config)
@@ -317,6 +374,20 @@ class DistributedTest(TinyDataTest):
         config.train_dir)), "ckpt-3")
     with open(os.path.join(config.train_dir, evaluation.METRICS_FILE)) as f:
       self.assertEqual(json.load(f)["num_videos"], 2)
+
+
+class ScriptImportsTest(parameterized.TestCase):
+
+  @parameterized.parameters("train.py", "evaluate.py", "prepare_data.py")
+  def test_spawned_workers_import_no_tensorflow(self, script):
+    # A spawned worker runs the main script as __mp_main__: its imports and
+    # flag definitions, not main().
+    code = (f"import runpy, sys; sys.argv = [{script!r}]; "
+            f"runpy.run_path({os.path.join(ROOT, script)!r}, "
+            f"run_name='__mp_main__'); print('tensorflow' in sys.modules)")
+    output = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout
+    self.assertEqual(output.split()[-1], "False")
 
 
 @pytest.mark.slow

@@ -123,7 +123,7 @@ def make_train_dataset(cache_dir: str,
                        crop_size: int = 224,
                        batch_size: int = 8,
                        seed: int | None = None,
-                       repeat: bool = True) -> tf.data.Dataset:
+                       repeat: bool | int = True) -> tf.data.Dataset:
   """Training clips from a prepared cache, shuffled and augmented.
 
   Each clip starts at a random frame (videos shorter than `num_frames` start
@@ -140,8 +140,12 @@ def make_train_dataset(cache_dir: str,
     crop_size: side of the square crop.
     batch_size: clips per batch.
     seed: seeds the shuffle and the augmentation; None for a random seed.
-    repeat: repeat forever (batches then all have `batch_size` clips);
-      otherwise one pass, the last batch possibly smaller.
+    repeat: True repeats forever (batches then all have `batch_size`
+      clips); an integer n makes n passes over the split (each reshuffled, as
+      the first n of the endless dataset), False one; the last batch of a
+      finite dataset may be smaller. A finite dataset ends by itself: cutting
+      an endless one with `take` leaves clips in flight to cancel, which has
+      cost tens of seconds at the end of a feature extraction.
 
   Returns:
     A dataset of dicts: "rgb" float32 [B, num_frames, crop, crop, 3] and/or
@@ -186,11 +190,14 @@ def make_train_dataset(cache_dir: str,
   dataset = _per_video_dataset(columns)
   dataset = dataset.shuffle(
       len(entries), seed=seed, reshuffle_each_iteration=True)
-  if repeat:
+  endless = repeat is True
+  if endless:
     dataset = dataset.repeat()
+  elif repeat > 1:
+    dataset = dataset.repeat(repeat)
   dataset = tf.data.Dataset.zip((dataset, tf.data.Dataset.random(seed=seed)))
   dataset = dataset.map(make_clip, num_parallel_calls=tf.data.AUTOTUNE)
-  dataset = dataset.batch(batch_size, drop_remainder=repeat)
+  dataset = dataset.batch(batch_size, drop_remainder=endless)
   return dataset.prefetch(tf.data.AUTOTUNE)
 
 

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from i3d import checkpoints
 from i3d import labels as labels_lib
+from i3d import precision
 from i3d import streams as streams_lib
 from i3d import two_stream
 from i3d.eval import metrics
@@ -139,12 +140,16 @@ def prediction_json(logits: np.ndarray, classes: Sequence[str],
 class Classifier:
   """A TwoStreamI3d with restored weights and a compiled forward pass."""
 
-  def __init__(self, model: two_stream.TwoStreamI3d, classes: Sequence[str]):
+  def __init__(self, model: two_stream.TwoStreamI3d, classes: Sequence[str],
+               bfloat16: bool = False):
     """Wraps a model whose weights are already in place.
 
     Args:
       model: the model.
       classes: class names in logit order.
+      bfloat16: run the forward pass with the bfloat16 rewrite (see
+        `i3d.precision`; `precision.use_inference_bfloat16` decides it from a
+        setting).
 
     Raises:
       ValueError: if the class count differs from the model's.
@@ -155,6 +160,7 @@ class Classifier:
     self.model = model
     self.classes = list(classes)
     self.streams = tuple(model.streams)
+    self.bfloat16 = bfloat16
     # Clips differ in length: relax shapes instead of retracing per length.
     self._forward = tf.function(self._logits, reduce_retracing=True)
 
@@ -163,12 +169,14 @@ class Classifier:
 
   @classmethod
   def from_deepmind_checkpoints(cls, stream_checkpoints: Mapping[str, str],
-                                classes: Sequence[str]) -> "Classifier":
+                                classes: Sequence[str],
+                                bfloat16: bool = False) -> "Classifier":
     """Builds a classifier from DeepMind-layout checkpoints, logits included.
 
     Args:
       stream_checkpoints: {"rgb": path, "flow": path}, one or both.
       classes: the checkpoints' class names.
+      bfloat16: as in the constructor.
 
     Returns:
       The classifier.
@@ -180,7 +188,7 @@ class Classifier:
     for stream, path in stream_checkpoints.items():
       checkpoints.restore(model.streams[stream], stream, path,
                           include_logits=True)
-    return cls(model, classes)
+    return cls(model, classes, bfloat16)
 
   def logits(self, clips: Mapping[str, np.ndarray],
              any_length: bool = False) -> Dict[str, np.ndarray]:
@@ -207,10 +215,11 @@ class Classifier:
               for s in self.streams}
     # A clip of a fixed shape runs the static-shape graph (the logits pool
     # needs static sizes); reduce_retracing would otherwise generalise them.
-    outputs = self._forward.get_concrete_function(
+    forward = self._forward.get_concrete_function(
         {s: tf.TensorSpec([None, None, *x.shape[2:]] if any_length else x.shape,
-                          tf.float32) for s, x in inputs.items()}
-    )(inputs)
+                          tf.float32) for s, x in inputs.items()})
+    with precision.inference_precision(self.bfloat16):
+      outputs = forward(inputs)
     return {name: value.numpy() for name, value in outputs.items()}
 
 

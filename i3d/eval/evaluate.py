@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from i3d import config as config_lib
+from i3d import precision
 from i3d import streams as streams_lib
 from i3d import two_stream
 from i3d.data import cache
@@ -94,12 +95,14 @@ def prepare_eval_data(run: runs.TrainedModel,
 
 
 def _as_classifier(model: two_stream.TwoStreamI3d | classify.Classifier,
-                   classes: Sequence[str]) -> classify.Classifier:
+                   config: config_lib.TrainConfig) -> classify.Classifier:
   if isinstance(model, classify.Classifier):
-    if list(model.classes) != list(classes):
+    if list(model.classes) != list(config.classes):
       raise ValueError("the classifier's classes differ from the config's")
     return model
-  return classify.Classifier(model, classes)
+  return classify.Classifier(
+      model, config.classes,
+      bfloat16=precision.use_inference_bfloat16(config.inference_bfloat16))
 
 
 def _class_index_map(cache_classes: Sequence[str],
@@ -171,7 +174,7 @@ def evaluate_model(model: two_stream.TwoStreamI3d | classify.Classifier,
   """
   cache_dir = cache_dir or config.cache_dir
   classes = list(config.classes)
-  classifier = _as_classifier(model, classes)
+  classifier = _as_classifier(model, config)
   info = cache.read_cache(cache_dir)
   _check_preprocessing(info.config, config, cache_dir)
   to_model_index = _class_index_map(info.classes, classes, cache_dir)

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from i3d import checkpoints
 from i3d import config as config_lib
+from i3d import precision
 from i3d import streams as streams_lib
 from i3d import two_stream
 from i3d.data import cache
@@ -198,7 +199,8 @@ def load_trained_model(train_dir: str, checkpoint: Optional[str] = None
 
 def load_run(train_dir: str,
              checkpoint: Optional[str] = None,
-             classes: Optional[Sequence[str]] = None) -> TrainedModel:
+             classes: Optional[Sequence[str]] = None,
+             inference_bfloat16: Optional[str] = None) -> TrainedModel:
   """Loads a train.py run's model for evaluation or prediction.
 
   Args:
@@ -207,6 +209,8 @@ def load_run(train_dir: str,
       holding checkpoints; default the run's latest.
     classes: if given, the class list the caller expects: it must equal the
       run's (same names, same order).
+    inference_bfloat16: "auto", "on" or "off" (see `i3d.precision`); None
+      keeps the run's setting.
 
   Returns:
     The model with the checkpoint's weights, the run's configuration and
@@ -240,9 +244,14 @@ def load_run(train_dir: str,
     # TensorFlow's explanation can run over many lines; the first says it.
     raise ModelError(str(e).splitlines()[0]) from e
   config = dataclasses.replace(config, preprocess=settings)
-  logging.info("Loaded %s (%s, %d classes)", path, "+".join(config.streams),
-               len(config.classes))
-  return TrainedModel(classifier=classify.Classifier(model, config.classes),
+  if inference_bfloat16 is not None:
+    config = dataclasses.replace(config, inference_bfloat16=inference_bfloat16)
+  bfloat16 = precision.use_inference_bfloat16(config.inference_bfloat16)
+  logging.info("Loaded %s (%s, %d classes, %s inference)", path,
+               "+".join(config.streams), len(config.classes),
+               "bfloat16" if bfloat16 else "float32")
+  return TrainedModel(classifier=classify.Classifier(model, config.classes,
+                                                     bfloat16),
                       config=config, checkpoint=path,
                       preprocess=config.preprocess)
 

@@ -20,6 +20,7 @@ import tensorflow as tf
 from i3d import config as config_lib
 from i3d import fileio
 from i3d import model as i3d_model
+from i3d import precision
 from i3d.data import cache
 from i3d.data import pipeline
 
@@ -82,45 +83,56 @@ def _fingerprint(value: Any) -> str:
   return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def clip_dataset(config: config_lib.TrainConfig,
-                 seed: int) -> tf.data.Dataset:
+def clip_dataset(config: config_lib.TrainConfig, seed: int,
+                 repeat: bool | int = True) -> tf.data.Dataset:
   """The run's training clips: augmented batches of its training split.
 
   Args:
     config: the run's settings (cache, streams, clip length, crop, batch).
     seed: the shuffle and augmentation seed.
+    repeat: True for endless batches, n for n passes over the split.
 
   Returns:
-    Endless batches (see `i3d.data.pipeline.make_train_dataset`).
+    Batches (see `i3d.data.pipeline.make_train_dataset`).
   """
   return pipeline.make_train_dataset(
       config.cache_dir, streams=config.streams,
       num_frames=config.num_frames, crop_size=config.crop_size,
-      batch_size=config.batch_size, seed=seed)
+      batch_size=config.batch_size, seed=seed, repeat=repeat)
 
 
 def frozen_features(stages: Mapping[str, StreamStages],
                     batches: tf.data.Dataset,
                     num_batches: Optional[int] = None,
-                    keep: Sequence[str] = ("label", "index")
-                    ) -> Dict[str, np.ndarray]:
+                    keep: Sequence[str] = ("label", "index"),
+                    bfloat16: bool = False) -> Dict[str, np.ndarray]:
   """Runs the frozen part of each stream over batches and stacks the outputs.
 
   Args:
     stages: stream -> its split.
-    batches: batches of {stream: clips, and the `keep` keys}.
-    num_batches: batches to run; None for all.
+    batches: a finite dataset of batches of {stream: clips, and the `keep`
+      keys} (see `clip_dataset`'s `repeat`).
+    num_batches: how many it holds, for the progress log; None: unknown.
     keep: keys copied from the batches beside the features.
+    bfloat16: run the frozen part with the bfloat16 rewrite (see
+      `i3d.precision`).
 
   Returns:
     {stream: the frozen part's outputs, key: values} over all batches.
+
+  Raises:
+    ValueError: if `batches` is endless.
   """
+  if batches.cardinality() == tf.data.INFINITE_CARDINALITY:
+    raise ValueError("frozen_features needs a finite dataset")
   frozen = tf.function(lambda x: {s: st.frozen(x[s])
                                   for s, st in stages.items()})
   outputs: Dict[str, List[np.ndarray]] = {}
   started = time.monotonic()
-  for i, batch in enumerate(batches.take(num_batches or -1)):
-    for key, value in frozen(batch).items():
+  for i, batch in enumerate(batches):
+    with precision.inference_precision(bfloat16):
+      values = frozen(batch)
+    for key, value in values.items():
       outputs.setdefault(key, []).append(value.numpy())
     for key in keep:
       outputs.setdefault(key, []).append(batch[key].numpy())
@@ -150,17 +162,22 @@ def training_features(stages: Mapping[str, StreamStages],
   num_videos = len(entries)
   num_batches = math.ceil(num_videos * config.feature_views /
                           config.batch_size)
+  bfloat16 = precision.use_inference_bfloat16(config.inference_bfloat16)
+  # bfloat16 features differ from float32 ones by about 1%; float32 caches
+  # keep the keys they had before bfloat16 existed.
   key = _fingerprint({"config": {k: v for k, v in config.to_json().items()
                                  if k in _FEATURE_KEYS},
-                      "videos": [(e.path, e.key) for e in entries]})
+                      "videos": [(e.path, e.key) for e in entries],
+                      **({"bfloat16": True} if bfloat16 else {})})
   path = os.path.join(config.train_dir, FEATURES_SUBDIR, f"train-{key}.npz")
   if os.path.exists(path):
     with np.load(path) as cached:
       return dict(cached)
   logging.info("Computing frozen features: %d views of %d videos",
                config.feature_views, num_videos)
-  features = frozen_features(stages, clip_dataset(config, config.seed),
-                             num_batches)
+  features = frozen_features(
+      stages, clip_dataset(config, config.seed, repeat=config.feature_views),
+      num_batches, bfloat16=bfloat16)
   with fileio.atomic_path(path) as tmp:
     with open(tmp, "wb") as f:
       np.savez(f, **features)

@@ -14,6 +14,7 @@ A run's `train_dir` holds:
   events.*            TensorBoard summaries
 """
 
+import contextlib
 import math
 import os
 import time
@@ -24,6 +25,7 @@ import tensorflow as tf
 
 from i3d import checkpoints
 from i3d import config as config_lib
+from i3d import precision
 from i3d import streams as streams_lib
 from i3d import two_stream
 from i3d.train import checkpointer
@@ -55,11 +57,6 @@ class Trainer:
     os.makedirs(config.train_dir, exist_ok=True)
     # Seeds the new logits' initial values (and dropout) for reproducible runs.
     tf.random.set_seed(config.seed)
-    if config.mixed_precision:
-      # Grappler rewrites the compiled graphs to float16 on GPUs (numerically
-      # sensitive ops stay float32); the loss is scaled by steps.LOSS_SCALE.
-      tf.config.optimizer.set_experimental_options(
-          {"auto_mixed_precision": True})
     with self.strategy.scope(), steps.replicated_variables():
       self.model = two_stream.TwoStreamI3d(len(config.classes), config.streams)
       for stream, stream_model in self.model.streams.items():
@@ -89,6 +86,18 @@ class Trainer:
     else:
       checkpointer.initialize_streams(self.model, config, checkpoints_dir)
     self._stop_requested = False
+
+  def _step_precision(self) -> contextlib.AbstractContextManager:
+    """Where training steps run: float16 on GPUs with mixed_precision.
+
+    Grappler rewrites the step's graph to float16 on GPUs (numerically
+    sensitive ops stay float32; the loss is scaled by steps.LOSS_SCALE), for
+    the step's calls only: evaluation and exports in the same process are
+    left alone.
+    """
+    if self.config.mixed_precision:
+      return precision.grappler_options({"auto_mixed_precision": True})
+    return contextlib.nullcontext()
 
   def request_stop(self) -> None:
     """Asks the loop to save and return after the current step (SIGTERM)."""
@@ -129,7 +138,8 @@ class Trainer:
     with writer.as_default(), checkpointer.sigterm_requests_stop(
         self.request_stop):
       while int(self.step.numpy()) < config.num_steps:
-        outputs = train_step(iterator)
+        with self._step_precision():
+          outputs = train_step(iterator)
         step = int(self.step.numpy())
         loss = float(outputs["loss"])
         if not math.isfinite(loss):

@@ -46,16 +46,23 @@ def worker_context() -> multiprocessing.context.BaseContext:
   return multiprocessing.get_context("spawn")
 
 
-def worker_pool(num_workers: int) -> concurrent.futures.ProcessPoolExecutor:
+def worker_pool(num_workers: int, one_opencv_thread: bool = True
+                ) -> concurrent.futures.ProcessPoolExecutor:
   """A pool of `num_workers` OpenCV worker processes.
 
-  The processes are spawned (see `worker_context`) and use one OpenCV thread
-  each (see `use_one_opencv_thread`): the one pool of the optical flow and of
-  the cache's video encoding.
+  The processes are spawned (see `worker_context`): the one pool of the
+  optical flow and of the cache's video encoding.
+
+  Args:
+    num_workers: processes.
+    one_opencv_thread: each worker uses one OpenCV thread (see
+      `use_one_opencv_thread`), for tasks of equal size; False keeps OpenCV's
+      thread per core, so that when fewer tasks than cores are left running
+      (tasks of unequal size) they take the idle cores.
   """
   return concurrent.futures.ProcessPoolExecutor(
       num_workers, mp_context=worker_context(),
-      initializer=use_one_opencv_thread)
+      initializer=use_one_opencv_thread if one_opencv_thread else None)
 
 
 def create_flow_estimator(algorithm: str = "tvl1") -> FlowEstimator:
