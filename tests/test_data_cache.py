@@ -580,7 +580,7 @@ class PipelineTest(parameterized.TestCase):
       full = self.full("train", index, "flow")
       expected = [full[start:end, top:top + 32, left:left + 32]
                   for start, end in video_preprocess.clip_windows(
-                      entry.num_frames, 5, 5)
+                      entry.video_frames, 5, 5)
                   for top, left in offsets]
       np.testing.assert_array_equal(np.concatenate(gathered[index]),
                                     np.stack(expected))

@@ -306,7 +306,7 @@ def make_eval_dataset(cache_dir: str,
 
   def video_windows(element: dict[str, tf.Tensor]) -> tf.data.Dataset:
     """The clips of one whole video, `windows_per_batch` per element."""
-    total = element["num_frames"]
+    total = element["video_frames"]
     length = tf.minimum(total, window)
     # preprocess.clip_windows(total, length, length): every `length` frames,
     # the last clip aligned to the end.
