@@ -44,7 +44,8 @@ from i3d import labels
 _CHECKPOINT_DIR = flags.DEFINE_string(
     "checkpoint_dir", None, "The train.py train_dir to evaluate.")
 _CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None, "A checkpoint of the run (DIR/ckpt/ckpt-N); default "
+    "checkpoint", None, "A checkpoint of the run: its prefix (DIR/ckpt/"
+    "ckpt-N), one of its files (.index, .data-*) or its directory; default "
     "the latest.")
 _SPLIT = flags.DEFINE_enum(
     "split", None, list(data_sources.SPLITS), "Split of the cache to evaluate. "

@@ -38,6 +38,7 @@ from i3d.eval import runs as eval_runs
 from i3d import fileio
 from i3d import kinetics_weights
 from i3d import labels
+from i3d import model
 from i3d import precision
 from i3d.video import preprocess as video_preprocess
 
@@ -46,17 +47,20 @@ KINETICS_CROP_SIZE = 224
 
 _NPY = flags.DEFINE_list(
     "npy", [], "Preprocessed clip(s) saved with np.save: (T,224,224,C) or "
-    "(1,T,224,224,C) in [-1,1]; C=3 is RGB, C=2 flow (give both for joint).")
+    "(1,T,224,224,C) in [-1,1]; C=3 is RGB, C=2 flow (give both for joint). "
+    "Larger frames (e.g. uncropped 256x340) are classified fully "
+    "convolutionally, as the output notes.")
 _GIF = flags.DEFINE_list(
     "gif", [], "Preprocessed clip(s) rendered as GIF of (x+1)/2, like "
     "DeepMind's samples; a name containing 'flow' is read as flow.")
 _VIDEO = flags.DEFINE_list(
     "video", [], "Video file(s) or folder(s) to preprocess and classify.")
 _CHECKPOINT = flags.DEFINE_list(
-    "checkpoint", [], "DeepMind-layout checkpoint(s) (prefix or directory), "
-    "one per stream; the stream is read from the checkpoint. Default: "
-    "checkpoints/rgb_scratch, fetched if absent. With --checkpoint_dir: one "
-    "checkpoint of that run (DIR/ckpt/ckpt-N), default its latest.")
+    "checkpoint", [], "DeepMind-layout checkpoint(s) (prefix, one of its "
+    "files such as model.ckpt.index, or directory), one per stream; the "
+    "stream is read from the checkpoint. Default: checkpoints/rgb_scratch, "
+    "fetched if absent. With --checkpoint_dir: one checkpoint of that run "
+    "(DIR/ckpt/ckpt-N, or one of its files), default its latest.")
 _CHECKPOINT_DIR = flags.DEFINE_string(
     "checkpoint_dir", None, "A train.py train_dir: classify with the trained "
     "exercise model (its classes, streams, crop and preprocessing) instead "
@@ -71,9 +75,10 @@ _STREAM = config_lib.define_flags(
 _TOP_K = flags.DEFINE_integer("top_k", 5, "Number of classes to report.")
 _MAX_FRAMES = flags.DEFINE_integer(
     "max_frames", 250, "Frames (at the model's frame rate: 25 fps for "
-    "Kinetics) read from the start of a video classified as one clip, the "
-    "paper's test protocol; 0 reads all. --timeline covers the whole video "
-    "unless this flag is given.")
+    "Kinetics) read from the start of a video, the paper's test protocol; 0 "
+    "reads all. Over 250 frames are classified as consecutive 250-frame "
+    "clips, logits averaged (bounded memory). --timeline covers the whole "
+    "video unless this flag is given.")
 _FLOW_ALGORITHM = config_lib.define_flags(
     config_lib.PreprocessConfig, ["flow_algorithm"],
     note="Kinetics mode only: exercise mode uses the run's.")[
@@ -200,6 +205,19 @@ def _print_single(record: Dict[str, Any], classifier: classify.Classifier,
     print(classify.format_deepmind(logits, classifier.classes, _TOP_K.value))
 
 
+def _fully_convolutional_note(clips: Dict[str, np.ndarray],
+                              crop_size: int) -> str | None:
+  """Says how clips that are not crop_size x crop_size crops are classified."""
+  height, width = next(iter(clips.values())).shape[1:3]
+  if (height, width) == (crop_size, crop_size):
+    return None
+  rows, columns = model.InceptionI3d.logits_positions(height, width)
+  return (f"{','.join(_NPY.value + _GIF.value)}: {height}x{width} frames, not "
+          f"the model's {crop_size}x{crop_size} crops: classified fully "
+          f"convolutionally, logits averaged over {rows}x{columns} spatial "
+          "position(s)")
+
+
 def _clip_inputs() -> Dict[str, np.ndarray]:
   """Reads --npy and --gif clips into {stream: clip}."""
   clips = {}
@@ -210,6 +228,12 @@ def _clip_inputs() -> Dict[str, np.ndarray]:
     stream = classify.stream_of_clip(clip)
     if stream in clips:
       raise ValueError(f"{path}: a second {stream} clip; give one per stream")
+    if clips and clip.shape[1:3] != next(iter(clips.values())).shape[1:3]:
+      raise ValueError(
+          f"{path}: {clip.shape[1]}x{clip.shape[2]} frames, but the other "
+          "stream's clip has "
+          f"{'x'.join(map(str, next(iter(clips.values())).shape[1:3]))}; give "
+          "both streams at the same size")
     clips[stream] = clip
   return clips
 
@@ -244,10 +268,15 @@ def main(argv: Sequence[str]) -> None:
       record = {"input": ",".join(_NPY.value + _GIF.value),
                 **classify.prediction_json(logits, classifier.classes,
                                             _TOP_K.value)}
+      note = _fully_convolutional_note(clips, crop_size)
+      if note:
+        record["note"] = note
       results.append(record)
       if batch:
         print(json.dumps(record), flush=True)
       else:
+        if note:
+          print(f"Note: {note}\n")
         _print_single(record, classifier, logits)
     for path in video_paths:
       try:

@@ -99,6 +99,7 @@ def main(argv: Sequence[str]) -> None:
   except ValueError as e:
     sys.exit(f"error: {e}")
   # pylint: disable=g-import-not-at-top
+  from i3d import checkpoints
   from i3d import export
   from i3d.data import cache as data_cache
   from i3d.eval import evaluate as evaluation
@@ -106,6 +107,13 @@ def main(argv: Sequence[str]) -> None:
   from i3d.train import loop as train_loop
   # pylint: enable=g-import-not-at-top
   try:
+    # A checkpoint named by one of its files or its directory is resolved
+    # before any work, so that a wrong path stops the run with one line and
+    # config.json records the prefix.
+    config = dataclasses.replace(config, **{
+        name: checkpoints.checkpoint_prefix(getattr(config, name))
+        for name in ("rgb_checkpoint", "flow_checkpoint")
+        if getattr(config, name)})
     if _PREPARE.value:
       _prepare(prepare, preprocess, config)
     info = data_cache.read_cache(config.cache_dir)

@@ -13,6 +13,7 @@ Usage:
 
 import dataclasses
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -35,6 +36,12 @@ _FIRST_CONV = "Conv3d_1a_7x7/conv_3d/w"
 _LOGITS_PREFIX = "Logits/"
 # Tensors a training checkpoint may carry besides the model's variables.
 _NON_MODEL_TENSORS = frozenset({"global_step"})
+# The files of a checkpoint `P`: P.index, P.data-00000-of-00001 (one per
+# shard) and, for TF1 graphs, P.meta.
+_CHECKPOINT_FILE_SUFFIX = re.compile(
+    r"\.(index|meta|data-\d{5}-of-\d{5})$")
+# The state file that `tf.train.latest_checkpoint` reads in a directory.
+_STATE_FILE = "checkpoint"
 
 
 class CheckpointError(ValueError):
@@ -42,15 +49,25 @@ class CheckpointError(ValueError):
 
 
 def checkpoint_prefix(path: str) -> str:
-  """Returns the checkpoint prefix for a prefix or a directory.
+  """Returns the checkpoint prefix for any way of naming a checkpoint.
+
+  People point at a checkpoint in several ways; all name the same prefix:
+  the prefix itself (`.../model.ckpt`), one of its own files
+  (`model.ckpt.index`, `model.ckpt.data-00000-of-00001`, `model.ckpt.meta`),
+  the `checkpoint` state file beside them, or their directory (its latest
+  checkpoint, else `model.ckpt`).
 
   Args:
-    path: a checkpoint prefix (`.../model.ckpt`) or a directory holding a
-      `checkpoint` state file or a `model.ckpt.index`.
+    path: a checkpoint prefix, one of its files, or a directory.
+
+  Returns:
+    The prefix, e.g. `.../model.ckpt` or `.../ckpt/ckpt-7`.
 
   Raises:
     CheckpointError: if no checkpoint is found there.
   """
+  if os.path.basename(path) == _STATE_FILE and os.path.isfile(path):
+    path = os.path.dirname(path) or "."
   if os.path.isdir(path):
     latest = tf.train.latest_checkpoint(path)
     if latest:
@@ -59,9 +76,11 @@ def checkpoint_prefix(path: str) -> str:
     if os.path.exists(candidate + ".index"):
       return candidate
     raise CheckpointError(f"{path}: no checkpoint in this directory")
-  if not os.path.exists(path + ".index"):
-    raise CheckpointError(f"{path}: no checkpoint ({path}.index not found)")
-  return path
+  own_file = _CHECKPOINT_FILE_SUFFIX.search(path)
+  prefix = path[:own_file.start()] if own_file else path
+  if not os.path.exists(prefix + ".index"):
+    raise CheckpointError(f"{path}: no checkpoint ({prefix}.index not found)")
+  return prefix
 
 
 def stream_scope(stream: str) -> str:

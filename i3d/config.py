@@ -67,7 +67,8 @@ INFERENCE_BFLOAT16_SETTINGS = ("auto", "on", "off")
 
 # Bump when a change to the decoding or resampling changes the frames produced,
 # so that prepared caches keyed by `PreprocessConfig.fingerprint` are rebuilt.
-PREPROCESSING_VERSION = 1
+# Version 2: frame times repaired where timestamps repeat or jump back.
+PREPROCESSING_VERSION = 2
 
 # The model's input values: RGB x / 255 * 2 - 1, flow clipped to
 # ±flow.FLOW_BOUND_PX and divided by it.
@@ -346,11 +347,12 @@ class TrainConfig:
                            min=1)
   seed: int = setting(0, "Seed of the data order, augmentation and splits.")
   rgb_checkpoint: Optional[str] = setting(
-      None, "DeepMind-layout RGB checkpoint; default checkpoints/rgb_scratch "
-      "(fetched if absent).")
+      None, "DeepMind-layout RGB checkpoint (prefix, one of its files or "
+      "directory); default checkpoints/rgb_scratch (fetched if absent).")
   flow_checkpoint: Optional[str] = setting(
-      None, "DeepMind-layout flow checkpoint (e.g. flow_imagenet); default: "
-      "cross-modality init from the RGB weights.")
+      None, "DeepMind-layout flow checkpoint (e.g. flow_imagenet; prefix, one "
+      "of its files or directory); default: cross-modality init from the RGB "
+      "weights.")
   init_from: Optional[str] = setting(
       None, "A previous run's train_dir to start from (e.g. runs/demo) "
       "instead of the Kinetics weights: all its weights, its logits too when "

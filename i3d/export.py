@@ -17,7 +17,9 @@ one, and a failed run leaves no temporary directory behind):
 * A SavedModel (`export_saved_model`) whose `serving_default` signature takes
   the model's streams, `rgb` float32 [batch, frames, crop, crop, 3] and/or
   `flow` [batch, frames, crop, crop, 2] with values in [-1, 1] (any batch size
-  and clip length), and returns `logits` (the joint logits, [batch, classes]),
+  and clip length; frames larger than the crop, e.g. uncropped 256x340 ones,
+  are classified fully convolutionally, their logits averaged over the extra
+  spatial positions), and returns `logits` (the joint logits, [batch, classes]),
   `probabilities` (their softmax) and each stream's `<stream>_logits`. Batch
   norm runs in inference mode. The loaded object also has `classes` (a string
   variable), `streams`, `crop_size`, the `classes_file` asset and, for a
@@ -251,7 +253,7 @@ class _ServingModule(tf.Module):
     Args:
       model: a built model with plain (not distributed) variables.
       classes: class names in logit order.
-      crop_size: the height and width of the clips.
+      crop_size: the height and width of the clips the model was trained on.
       classes_file: a file with the class names, saved as an asset.
       preprocessing_file: a JSON file of the preprocessing, saved as an
         asset and as the `preprocessing` string; None for none.
@@ -268,10 +270,13 @@ class _ServingModule(tf.Module):
         self.preprocessing = tf.Variable(f.read(), trainable=False,
                                          name="preprocessing")
       self.preprocessing_file = tf.saved_model.Asset(preprocessing_file)
+    # Any frame size, as predict.py takes: clips larger than the crop (e.g.
+    # uncropped frames) are classified fully convolutionally (see
+    # `InceptionI3d.logits_positions`).
     specs = {
         stream: tf.TensorSpec(
-            [None, None, crop_size, crop_size,
-             streams_lib.CHANNELS[stream]], tf.float32, name=stream)
+            [None, None, None, None, streams_lib.CHANNELS[stream]],
+            tf.float32, name=stream)
         for stream in model.streams
     }
 
@@ -419,10 +424,15 @@ def export_train_dir(train_dir: str,
 
   Args:
     train_dir: a train.py train_dir.
-    checkpoint: a checkpoint prefix in it; default the latest.
+    checkpoint: a checkpoint of it (its prefix, one of its files or its
+      directory); default the latest.
 
   Returns:
     The paths written under `train_dir/export/`.
+
+  Raises:
+    FileNotFoundError: if train_dir has no config or no checkpoint.
+    ValueError: if `checkpoint` names no checkpoint or does not fit the run.
   """
   # Imported here: loading a run pulls in the data pipeline, which exporting
   # an in-memory model does not need.
@@ -438,8 +448,9 @@ def _define_flags() -> None:
   # Defined only when run as a program, so that importing this module from
   # train.py does not clash with its own --train_dir.
   flags.DEFINE_string("train_dir", None, "The training directory to export.")
-  flags.DEFINE_string("checkpoint", None, "A checkpoint prefix in train_dir "
-                      "(default: the latest).")
+  flags.DEFINE_string("checkpoint", None, "A checkpoint of train_dir: its "
+                      "prefix (DIR/ckpt/ckpt-N), one of its files (.index, "
+                      ".data-*) or its directory (default: the latest).")
   flags.mark_flag_as_required("train_dir")
 
 

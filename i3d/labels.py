@@ -3,6 +3,8 @@
 import os
 from typing import List, Sequence
 
+from i3d import fileio
+
 EXERCISE_CLASSES: tuple[str, ...] = (
     "squat_correct",
     "squat_not-low",
@@ -35,12 +37,12 @@ def read_class_file(path: str) -> List[str]:
     The class names in logit order.
 
   Raises:
-    ValueError: if the file is missing, empty or names a class twice.
+    ValueError: if the file is missing, not text, empty or names a class
+      twice.
   """
   if not os.path.isfile(path):
     raise ValueError(f"{path}: class list file not found")
-  with open(path, encoding="utf-8") as f:
-    names = [line.strip() for line in f]
+  names = [line.strip() for line in fileio.read_user_text(path).splitlines()]
   names = [n for n in names if n and not n.startswith("#")]
   return validate_classes(names, source=path)
 

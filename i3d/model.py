@@ -237,7 +237,9 @@ class InceptionI3d(snt.Module):
   Mixed_5c map is smaller than that (inputs under 224x224 pixels, or under 9
   frames), each window dimension is clipped to the map's size, so any input of
   at least one frame and pixel works and 224x224 inputs of 9 or more frames
-  give exactly the original's outputs.
+  give exactly the original's outputs. Inputs larger than 224x224 (uncropped
+  frames) are classified fully convolutionally: the logits of every position
+  of the pooled map are averaged, where the original fails.
   """
 
   def __init__(self,
@@ -249,8 +251,9 @@ class InceptionI3d(snt.Module):
 
     Args:
       num_classes: number of outputs of the logits layer.
-      spatial_squeeze: whether to squeeze the spatial dimensions of the logits
-        before averaging them over time (the original squeezes by default).
+      spatial_squeeze: whether to remove the spatial dimensions of the logits
+        before averaging them over time: squeezed at one position (224x224
+        inputs, as the original), averaged over several (larger inputs).
       final_endpoint: the last endpoint the model computes and returns; the
         variables of later endpoints are not created.
       name: module name.
@@ -331,26 +334,32 @@ class InceptionI3d(snt.Module):
     """Average-pools Mixed_5c features as the logits head does.
 
     A VALID average pool over `LOGITS_POOL_SIZE` (2x7x7) with stride 1, each
-    window dimension clipped to the feature map's size. H and W must be known
-    statically; T may be dynamic (a serving signature of any clip length).
+    window dimension clipped to the feature map's size. T may be dynamic (a
+    serving signature of any clip length), and so may H and W (a serving
+    signature of any frame size); dynamic H and W pool each in turn, which
+    equals the joint pool up to float rounding.
 
     Args:
       mixed_5c: [B, T', H', W', 1024] features.
 
     Returns:
       [B, T'', H'', W'', 1024] pooled features (1x1 spatially at 224x224).
-
-    Raises:
-      ValueError: if H' or W' is not static.
     """
     window_t, window_h, window_w = LOGITS_POOL_SIZE  # window_t is 2.
     height, width = mixed_5c.shape[2:4]
-    if height is None or width is None:
-      raise ValueError("The logits pool needs a static height and width; got "
-                       f"features of shape {mixed_5c.shape}")
-    net = tf.nn.avg_pool3d(
-        mixed_5c, ksize=[1, 1, min(window_h, height), min(window_w, width), 1],
-        strides=[1, 1, 1, 1, 1], padding="VALID")
+    if height is not None and width is not None:
+      net = tf.nn.avg_pool3d(
+          mixed_5c, ksize=[1, 1, min(window_h, height), min(window_w, width),
+                           1], strides=[1, 1, 1, 1, 1], padding="VALID")
+    else:
+      net = mixed_5c
+      for axis, window in ((2, window_h), (3, window_w)):
+        ksize = [1] * 5
+        ksize[axis] = window
+        net = tf.cond(
+            tf.shape(net)[axis] >= window,
+            lambda n=net, k=ksize: tf.nn.avg_pool3d(n, k, [1] * 5, "VALID"),
+            lambda n=net, a=axis: tf.reduce_mean(n, axis=a, keepdims=True))
 
     def mean_of_pairs():  # The 2-frame temporal window, stride 1.
       return (net[:, :-1] + net[:, 1:]) / 2.0
@@ -359,6 +368,30 @@ class InceptionI3d(snt.Module):
     if frames is not None:
       return mean_of_pairs() if frames >= window_t else net
     return tf.cond(tf.shape(net)[1] >= window_t, mean_of_pairs, lambda: net)
+
+  @staticmethod
+  def logits_positions(height: int, width: int) -> Tuple[int, int]:
+    """The spatial positions the logits of an input of this size average.
+
+    Mixed_5c halves the frame size five times (rounding up, SAME padding);
+    the logits pool then leaves one position per 7x7 window of it. A 224x224
+    input has one position; a 256x340 one has 2x5, whose logits `head`
+    averages (the model is fully convolutional).
+
+    Args:
+      height: input height in pixels.
+      width: input width in pixels.
+
+    Returns:
+      (rows, columns) of logits positions.
+    """
+    def positions(size: int, window: int) -> int:
+      for _ in range(5):
+        size = -(-size // 2)
+      return size - min(window, size) + 1
+
+    return (positions(height, LOGITS_POOL_SIZE[1]),
+            positions(width, LOGITS_POOL_SIZE[2]))
 
   def head(self, pooled: tf.Tensor, is_training: bool,
            dropout_keep_prob: float = 1.0) -> tf.Tensor:
@@ -383,7 +416,13 @@ class InceptionI3d(snt.Module):
       net = tf.nn.dropout(net, rate=1.0 - dropout_keep_prob)
     logits = self.logits(net, is_training=is_training)
     if self._spatial_squeeze:
-      logits = tf.squeeze(logits, [2, 3], name="SpatialSqueeze")
+      if logits.shape[2:4] == (1, 1):
+        logits = tf.squeeze(logits, [2, 3], name="SpatialSqueeze")
+      else:
+        # Inputs larger than 224x224 leave several spatial positions (see
+        # `logits_positions`): classify fully convolutionally, as the time
+        # axis is, by averaging their logits.
+        logits = tf.reduce_mean(logits, axis=[2, 3], name="SpatialMean")
     return tf.reduce_mean(logits, axis=1)
 
   def __call__(self, inputs: tf.Tensor, is_training: bool,

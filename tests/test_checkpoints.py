@@ -148,6 +148,60 @@ class RestoreTest(parameterized.TestCase):
                 "batch_norm/moving_variance"])
 
 
+class CheckpointPrefixTest(parameterized.TestCase):
+  """A checkpoint named by any of its files, its prefix or its directory."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.mkdtemp()
+    cls.prefix = os.path.join(cls.tmp, "model.ckpt")
+    checkpoints.write_checkpoint(
+        {"RGB/inception_i3d/Conv3d_1a_7x7/conv_3d/w":
+             np.zeros([1, 1, 1, 3, 2], np.float32)}, cls.prefix)
+    # A TF1 Saver also writes the graph beside the checkpoint.
+    with open(cls.prefix + ".meta", "wb"):
+      pass
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.tmp)
+    super().tearDownClass()
+
+  @parameterized.parameters("", ".index", ".data-00000-of-00001", ".meta")
+  def test_prefix_or_one_of_its_files(self, suffix):
+    self.assertEqual(checkpoints.checkpoint_prefix(self.prefix + suffix),
+                     self.prefix)
+    self.assertEqual(checkpoints.checkpoint_stream(self.prefix + suffix), "rgb")
+
+  def test_directory_and_its_state_file(self):
+    self.assertEqual(checkpoints.checkpoint_prefix(self.tmp), self.prefix)
+    with tempfile.TemporaryDirectory() as run:
+      net = tf.train.Checkpoint(step=tf.Variable(1))
+      saved = tf.train.CheckpointManager(net, run, 2).save()
+      self.assertEqual(checkpoints.checkpoint_prefix(run), saved)
+      self.assertEqual(checkpoints.checkpoint_prefix(saved + ".index"), saved)
+      self.assertEqual(
+          checkpoints.checkpoint_prefix(os.path.join(run, "checkpoint")), saved)
+
+  def test_missing_checkpoint_names_the_path(self):
+    missing = os.path.join(self.tmp, "other.ckpt.index")
+    with self.assertRaisesRegex(
+        checkpoints.CheckpointError,
+        f"^{missing}: no checkpoint \\(.*other.ckpt.index not found\\)$"):
+      checkpoints.checkpoint_prefix(missing)
+
+  def test_restore_takes_the_index_file(self):
+    net = built_model(400, 3)
+    prefix = checkpoints.write_random_checkpoint(
+        os.path.join(self.tmp, "random"), num_classes=400)
+    report = checkpoints.restore(net, "rgb", prefix + ".index",
+                                 include_logits=True)
+    self.assertEqual(report.excluded, [])
+    flow = built_model(400, 2)
+    checkpoints.init_flow_from_rgb(flow, prefix + ".data-00000-of-00001")
+
+
 class Exploit:
 
   def __reduce__(self):

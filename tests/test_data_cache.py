@@ -18,6 +18,7 @@ from i3d.data import pipeline as data_pipeline
 from i3d.data import sources as data_sources
 from i3d.data import splits as data_splits
 from i3d import fileio
+from i3d import labels
 from i3d import streams as streams_lib
 from i3d.video import preprocess as video_preprocess
 from tests import testdata
@@ -105,6 +106,82 @@ class DiscoveryTest(absltest.TestCase):
         with self.assertRaisesRegex(data_sources.DatasetError, message) as raised:
           data_sources.discover_videos(manifest=manifest, classes=CLASSES)
         self.assertIn(manifest, str(raised.exception))
+
+  def test_manifest_saved_by_excel(self):
+    # shared/cases: UTF-8 with a byte-order mark, CRLF line ends, names with
+    # an accent, spaces and a quoted comma.
+    manifest = os.path.join(testdata.CASES, "manifest_excel", "manifest.csv")
+    found = data_sources.discover_videos(manifest=manifest)
+    self.assertEqual(
+        [(s.relpath, s.label, s.subject) for s in found.sources],
+        [("clips/Jos\u00e9 squat 01.mp4", "squat_correct", "jose"),
+         ("clips/b\u00f8b, pull-up.mp4", "pull-up_correct", "bob")])
+    self.assertEmpty(found.failures)
+    report = data_cache.prepare_dataset(
+        os.path.join(self.root, "cache"), manifest=manifest, config=SMALL,
+        eval_fraction=0.0)
+    self.assertTrue(report.ok, report.summary())
+    self.assertEqual(report.num_prepared, 2)
+
+  def test_manifest_as_other_tools_save_it(self):
+    write_clip(os.path.join(self.root, "clips", "Jos\u00e9.mp4"), 3)
+    write_clip(os.path.join(self.root, "clips", "b.mp4"), 3, seed=1)
+    text = ("Path ; Label;Subject\r\n"
+            "clips\\Jos\u00e9.mp4;squat_correct;ann\r\n"  # Windows separator.
+            "clips/Jose\u0301.mp4;crunch_correct;ann\r\n"   # Decomposed (NFD).
+            ";;\r\n")  # The empty rows a spreadsheet leaves.
+    expected = [("clips/Jos\u00e9.mp4", "squat_correct")]
+    for encoding in ("utf-8-sig", "utf-16", "cp1252"):
+      with self.subTest(encoding=encoding):
+        manifest = os.path.join(self.root, f"{encoding}.csv")
+        with open(manifest, "wb") as f:
+          f.write(text.replace("clips/Jose\u0301.mp4", "clips/b.mp4").encode(
+              encoding))
+        found = data_sources.discover_videos(manifest=manifest, classes=CLASSES)
+        self.assertEqual([(s.relpath, s.label) for s in found.sources],
+                         expected + [("clips/b.mp4", "crunch_correct")])
+    # The same file named twice (composed and decomposed accents).
+    manifest = os.path.join(self.root, "nfd.csv")
+    with open(manifest, "w", encoding="utf-8", newline="") as f:
+      f.write(text)
+    with self.assertRaisesRegex(data_sources.DatasetError,
+                                f"{manifest}:3: .* listed twice"):
+      data_sources.discover_videos(manifest=manifest, classes=CLASSES)
+
+  def test_manifest_paths_outside_its_folder(self):
+    videos = self.create_tempdir().full_path
+    absolute = write_clip(os.path.join(videos, "a.mp4"), 3)
+    write_clip(os.path.join(videos, "b.mp4"), 3, seed=1)
+    manifests = os.path.join(self.root, "lists")
+    os.makedirs(manifests)
+    manifest = write_manifest(os.path.join(manifests, "m.csv"), [
+        {"path": absolute, "label": "squat_correct"},
+        {"path": os.path.relpath(os.path.join(videos, "b.mp4"), manifests),
+         "label": "crunch_correct"},
+        {"path": "../gone.mp4", "label": "crunch_correct"},
+    ])
+    found = data_sources.discover_videos(manifest=manifest, classes=CLASSES)
+    self.assertEqual([(s.path, s.relpath) for s in found.sources],
+                     [(absolute, absolute),
+                      (os.path.join(videos, "b.mp4"),
+                       os.path.join(videos, "b.mp4"))])
+    self.assertEqual([(f.path, f.reason) for f in found.failures],
+                     [(os.path.join(self.root, "gone.mp4"),
+                       f"listed on {manifest}:4 but not found")])
+
+  def test_class_file_saved_by_a_windows_editor(self):
+    path = os.path.join(self.root, "classes.txt")
+    with open(path, "wb") as f:
+      f.write("\ufeffsquat_correct\r\ncrunch_correct\r\n".encode("utf-8"))
+    self.assertEqual(labels.resolve_classes(path), list(CLASSES))
+
+  def test_manifest_not_text_is_one_line(self):
+    manifest = os.path.join(self.root, "m.csv")
+    with open(manifest, "wb") as f:
+      f.write(b"path,label\n\x81\x8d\x8f.mp4,squat_correct\n")
+    with self.assertRaisesRegex(data_sources.DatasetError,
+                                f"^{manifest}: not UTF-8 text .*$"):
+      data_sources.discover_videos(manifest=manifest, classes=CLASSES)
 
   def test_exactly_one_source(self):
     with self.assertRaisesRegex(data_sources.DatasetError, "exactly one"):
@@ -206,32 +283,34 @@ class PrepareTest(absltest.TestCase):
       f.write(data[:len(data) // 2])  # An interrupted copy.
     write_clip(os.path.join(self.root, "one.mp4"), 1)
     outside = self.create_tempdir().full_path
-    write_clip(os.path.join(outside, "elsewhere.mp4"), 8)
+    write_clip(os.path.join(outside, "elsewhere.mp4"), 8, seed=2)
     names = ["good", "good2", "text", "empty", "cut", "one", "missing"]
     rows = [{"path": f"{n}.mp4", "label": CLASSES[0]} for n in names]
-    rows.append({"path": os.path.relpath(os.path.join(outside, "elsewhere.mp4"),
-                                         self.root), "label": CLASSES[0]})
+    elsewhere = os.path.join(outside, "elsewhere.mp4")
+    rows.append({"path": os.path.relpath(elsewhere, self.root),
+                 "label": CLASSES[0]})
     manifest = write_manifest(os.path.join(self.root, "m.csv"), rows)
 
     report = self.prepare(data_dir=None, manifest=manifest)
 
     reasons = {os.path.basename(f.path): f.reason for f in report.failures}
     self.assertCountEqual(reasons, ["text.mp4", "empty.mp4", "cut.mp4",
-                                    "one.mp4", "missing.mp4", "elsewhere.mp4"])
+                                    "one.mp4", "missing.mp4"])
     self.assertIn("cannot be opened as a video", reasons["text.mp4"])
     self.assertIn("empty file", reasons["empty.mp4"])
     self.assertIn("truncated", reasons["cut.mp4"])
     self.assertIn("too short for optical flow", reasons["one.mp4"])
     self.assertIn("not found", reasons["missing.mp4"])
-    self.assertIn("escapes the manifest's folder", reasons["elsewhere.mp4"])
     self.assertFalse(report.ok)
-    self.assertEqual((report.num_videos, report.num_prepared), (8, 2))
+    self.assertEqual((report.num_videos, report.num_prepared), (8, 3))
     for failure in report.failures:
       self.assertIn(f"{failure.path}: {failure.reason}", report.summary())
     info = data_cache.read_cache(self.cache)
-    self.assertEqual([e.path for e in info.entries], ["good.mp4", "good2.mp4"])
-    self.assertLen(info.failures, 6)
-    self.assertLen(records(self.cache), 2)
+    # A video outside the manifest's folder (`..`) is known by its full path.
+    self.assertEqual([e.path for e in info.entries],
+                     sorted([elsewhere, "good.mp4", "good2.mp4"]))
+    self.assertLen(info.failures, 5)
+    self.assertLen(records(self.cache), 3)
 
   def test_interrupted_preparation_resumes_without_partial_entries(self):
     self.write_good_videos(3)
@@ -499,6 +578,30 @@ class PipelineTest(parameterized.TestCase):
       frame_off = np.abs(cached["rgb"][1:] - direct["rgb"][:-1]).mean()
       self.assertLess(error, 0.5 * min(pixel_off, frame_off))
       self.assertLess(np.abs(cached["flow"] - direct["flow"]).mean(), 0.01)
+
+  def test_whole_videos_come_as_bounded_clips_covering_every_frame(self):
+    # Windows of 5 frames, 2 per element, 3 crops: a video of 14 frames is
+    # clips [0, 5), [5, 10), [9, 14) in two elements of 6 and 3 views.
+    views = data_pipeline.make_eval_dataset(
+        self.cache, "train", crop_size=self.CROP, num_crops=3, window=5,
+        windows_per_batch=2)
+    entries = self.info.split_entries("train")
+    gathered = {}
+    for element in views:
+      self.assertLessEqual(element["flow"].shape[0], 2 * 3)
+      self.assertEqual(element["flow"].shape[1], 5)
+      gathered.setdefault(int(element["index"]), []).append(
+          element["flow"].numpy())
+    self.assertCountEqual(gathered, range(len(entries)))
+    offsets = video_preprocess.crop_offsets(48, 64, self.CROP, 3)
+    for index, entry in enumerate(entries):
+      full = self.full("train", index, "flow")
+      expected = [full[start:end, top:top + 32, left:left + 32]
+                  for start, end in video_preprocess.clip_windows(
+                      entry.video_frames, 5, 5)
+                  for top, left in offsets]
+      np.testing.assert_array_equal(np.concatenate(gathered[index]),
+                                    np.stack(expected))
 
   def test_errors_for_streams_crops_and_splits(self):
     with self.assertRaisesRegex(data_sources.DatasetError, "does not fit"):

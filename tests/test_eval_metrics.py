@@ -438,6 +438,23 @@ class AnnotatedVideoTest(_TempDirTestCase):
     self.assertAlmostEqual(capture.get(cv2.CAP_PROP_FPS), self.fps, places=3)
     capture.release()
 
+  def test_video_whose_container_declares_a_time_base_as_rate(self):
+    # shared/cases: a browser WebM, 90 frames over 3 s that OpenCV reports
+    # at 1000 fps. Its copy is 3 s long at 25 fps, labelled by time.
+    source = os.path.join(testdata.CASES, "browser_recording.webm")
+    out_path = os.path.join(self.directory, "annotated.mp4")
+    written = eval_reports.write_annotated_video(source, self.entries, out_path)
+    self.assertBetween(written, 74, 76)
+    capture = cv2.VideoCapture(out_path)
+    self.assertAlmostEqual(capture.get(cv2.CAP_PROP_FPS), 25.0, places=3)
+    capture.release()
+    decoded = self._read_frames(out_path)
+    banner = slice(0, 240 // 10)
+    # Labelled for the timeline's 2 s (50 frames), unlabelled after.
+    self.assertLess(decoded[45, banner].mean(), 0.6 * decoded[45, 100:].mean())
+    self.assertGreater(decoded[55, banner].mean(),
+                       0.8 * decoded[55, 100:].mean())
+
   def test_bad_inputs_raise(self):
     out_path = os.path.join(self.directory, "annotated.mp4")
     with self.assertRaisesRegex(ValueError, "uint8"):

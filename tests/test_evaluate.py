@@ -21,6 +21,7 @@ from i3d.eval import classify
 from i3d.eval import evaluate as evaluation
 from i3d.eval import metrics as eval_metrics
 from i3d.eval import runs as eval_runs
+from i3d.train import checkpointer as train_checkpointer
 from i3d.train import loop as train_loop
 from i3d.video import preprocess as video_preprocess
 from tests import testdata
@@ -170,6 +171,14 @@ class LoadErrorsTest(TrainedRunTest):
         eval_runs.ModelError, r"rgb logits have 2 classes but .*config.json "
         r"lists 3 \(right, left, up\)"):
       eval_runs.load_run(copy)
+
+  def test_checkpoint_named_by_one_of_its_files_or_its_directory(self):
+    latest = train_checkpointer.latest_checkpoint(self.train_dir)
+    ckpt_dir = os.path.join(self.train_dir,
+                            train_checkpointer.CHECKPOINT_SUBDIR)
+    for name in (latest + ".index", latest + ".data-00000-of-00001", ckpt_dir):
+      self.assertEqual(eval_runs.load_run(self.train_dir, name).checkpoint,
+                       latest)
 
   def test_checkpoint_of_another_kind(self):
     kinetics = checkpoints.write_random_checkpoint(

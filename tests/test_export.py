@@ -201,6 +201,19 @@ class ExportTest(absltest.TestCase):
     np.testing.assert_allclose(called["logits"], self.expected["joint"],
                                atol=1e-5, rtol=1e-5)
 
+  def test_saved_model_classifies_uncropped_frames_fully_convolutionally(self):
+    # As predict.py does for ../shared/cases/full_frame_256x340.npy: the
+    # logits of the 2x5 positions of 256x340 frames are averaged.
+    serve = tf.saved_model.load(self.paths.saved_model).signatures[
+        export.SIGNATURE_KEY]
+    rng = np.random.RandomState(3)
+    clips = {s: rng.uniform(-1, 1, [1, 2, 256, 340, c]).astype(np.float32)
+             for s, c in streams_lib.CHANNELS.items()}
+    expected = self.model(clips, is_training=False)
+    outputs = serve(**{s: tf.constant(x) for s, x in clips.items()})
+    np.testing.assert_allclose(outputs["logits"], expected["joint"],
+                               atol=1e-4, rtol=1e-4)
+
   def test_hub_load(self):
     import tensorflow_hub as hub  # pylint: disable=g-import-not-at-top
     loaded = hub.load(self.paths.saved_model)
@@ -292,19 +305,21 @@ class SmallModelTest(absltest.TestCase):
     config_lib.save_config(config)
     net = built_model(2, ("rgb",))
     perturb(net, seed=6)
-    tf.train.Checkpoint(model=net).save(
+    saved = tf.train.Checkpoint(model=net).save(
         os.path.join(self.tmp, train_checkpointer.CHECKPOINT_SUBDIR, "ckpt"))
-    with mock.patch.object(export, "export_all", autospec=True) as export_all:
-      export.export_train_dir(self.tmp)
-    (model, directory, classes, crop_size,
-     preprocessing), _ = export_all.call_args
-    self.assertEqual((directory, tuple(classes), crop_size),
-                     (self.tmp, ("a", "b"), CROP))
-    self.assertEqual(preprocessing, config.preprocessing())
-    self.assertEqual(tuple(model.streams), ("rgb",))
-    for ours, theirs in zip(model.variables, net.variables):
-      self.assertEqual(ours.name, theirs.name)
-      np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    # The latest, and the same checkpoint named by one of its files.
+    for checkpoint in (None, saved + ".index", saved + ".data-00000-of-00001"):
+      with mock.patch.object(export, "export_all", autospec=True) as export_all:
+        export.export_train_dir(self.tmp, checkpoint)
+      (model, directory, classes, crop_size,
+       preprocessing), _ = export_all.call_args
+      self.assertEqual((directory, tuple(classes), crop_size),
+                       (self.tmp, ("a", "b"), CROP))
+      self.assertEqual(preprocessing, config.preprocessing())
+      self.assertEqual(tuple(model.streams), ("rgb",))
+      for ours, theirs in zip(model.variables, net.variables):
+        self.assertEqual(ours.name, theirs.name)
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
 
 
 if __name__ == "__main__":

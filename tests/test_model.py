@@ -125,6 +125,37 @@ class InceptionI3dTest(parameterized.TestCase):
                                                             keepdims=True),
                                rtol=1e-6)
 
+  @parameterized.parameters(((8, 10), (2, 4)), ((9, 11), (3, 5)),
+                            ((2, 7), (1, 1)), ((2, 9), (1, 3)))
+  def test_pool_with_dynamic_frame_size(self, size, pooled):
+    # Map sizes at, above and below the 7x7 window, and one of each.
+    features = tf.random.uniform([1, 3, *size, 4], seed=size[0])
+    pool = tf.function(model.InceptionI3d.pool, input_signature=[
+        tf.TensorSpec([None, None, None, None, 4])])
+    dynamic = pool(features).numpy()
+    np.testing.assert_allclose(dynamic, model.InceptionI3d.pool(features),
+                               rtol=1e-5, atol=1e-6)
+    self.assertEqual(dynamic.shape[2:4], pooled)
+
+  def test_uncropped_frames_average_the_logits_of_every_position(self):
+    # An uncropped 256x340 clip (as ../shared/cases/full_frame_256x340.npy)
+    # leaves 2x5 positions where a 224x224 crop leaves one.
+    self.assertEqual(model.InceptionI3d.logits_positions(224, 224), (1, 1))
+    self.assertEqual(model.InceptionI3d.logits_positions(112, 160), (1, 1))
+    self.assertEqual(model.InceptionI3d.logits_positions(256, 340), (2, 5))
+    net = model.InceptionI3d(6)
+    clip = tf.random.uniform([1, 4, 256, 340, 3], -1, 1, seed=3)
+    logits, _ = net(clip, is_training=False)
+    per_position = net.logits(net.pool(net.features(clip, is_training=False)),
+                              is_training=False)
+    self.assertEqual(per_position.shape[2:4], (2, 5))
+    np.testing.assert_allclose(
+        logits, tf.reduce_mean(per_position, axis=[1, 2, 3]), rtol=1e-5,
+        atol=1e-5)
+    any_size = tf.function(lambda x: net(x, is_training=False)[0],
+                           input_signature=[tf.TensorSpec([None] * 4 + [3])])
+    np.testing.assert_allclose(any_size(clip), logits, rtol=1e-4, atol=1e-5)
+
   def test_predictions_are_softmax_of_logits(self):
     net = model.InceptionI3d(5, final_endpoint="Predictions")
     predictions, end_points = net(tf.random.uniform([1, 2, 16, 16, 3]),

@@ -15,6 +15,7 @@ import tensorflow as tf
 from i3d import checkpoints
 from i3d import config as config_lib
 from i3d.eval import classify
+from i3d import labels
 from i3d.eval import runs as eval_runs
 from i3d.train import checkpointer as train_checkpointer
 from i3d import two_stream
@@ -205,6 +206,56 @@ class KineticsVideoTest(absltest.TestCase):
         record = json.load(f)
       self.assertEqual(record["input"], path)
       self.assertEqual(record["top_k"][0]["label"], "playing cricket")
+
+
+@pytest.mark.slow
+class RealWorldInputsTest(absltest.TestCase):
+  """Inputs as users have them (issue 11)."""
+
+  def test_uncropped_clip_and_checkpoint_named_by_its_index_file(self):
+    clip_path = os.path.join(testdata.CASES, "full_frame_256x340.npy")
+    with tempfile.TemporaryDirectory() as tmp:
+      prefix = checkpoints.write_random_checkpoint(tmp)
+      json_path = os.path.join(tmp, "out.json")
+      result = run_predict(f"--npy={clip_path}",
+                           f"--checkpoint={prefix}.index",
+                           f"--output_json={json_path}")
+      self.assertEqual(result.returncode, 0, result.stderr)
+      with open(json_path) as f:
+        record = json.load(f)
+      classifier = classify.Classifier.from_deepmind_checkpoints(
+          {"rgb": prefix}, labels.resolve_classes("kinetics400"))
+    self.assertNotIn("Traceback", result.stderr)
+    note = (f"{clip_path}: 256x340 frames, not the model's 224x224 crops: "
+            "classified fully convolutionally, logits averaged over 2x5 "
+            "spatial position(s)")
+    self.assertEqual(result.stdout.splitlines()[0], f"Note: {note}")
+    self.assertEqual(record["note"], note)
+    # The mean of the logits of the 2x5 positions.
+    net = classifier.model.streams["rgb"]
+    clip = np.load(clip_path)[None]
+    per_position = net.logits(net.pool(net.features(clip, is_training=False)),
+                              is_training=False)
+    expected = tf.reduce_mean(per_position, axis=[1, 2, 3])[0].numpy()
+    self.assertEqual(record["top_k"][0]["label"],
+                     classifier.classes[int(np.argmax(expected))])
+    self.assertAlmostEqual(record["logits_norm"], np.linalg.norm(expected),
+                           delta=1e-3 * np.linalg.norm(expected))
+
+  def test_browser_recording_is_classified_like_its_constant_rate_copy(self):
+    # OpenCV reports the recording at 1000 fps with 3000 frames; 90 frames
+    # over 3 s decode. Both are about 75 frames at 25 fps.
+    recording = os.path.join(testdata.CASES, "browser_recording.webm")
+    copy = os.path.join(testdata.CASES, "constant_rate_copy.webm")
+    result = run_predict(f"--video={recording},{copy}", "--max_frames=0")
+    self.assertEqual(result.returncode, 0, result.stderr)
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    self.assertEqual([r["input"] for r in records], [recording, copy])
+    top = [r["top_k"][0] for r in records]
+    self.assertEqual(top[0]["label"], top[1]["label"])
+    # Jittered timestamps move a few frame boundaries: close, not equal.
+    self.assertAlmostEqual(top[0]["probability"], top[1]["probability"],
+                           delta=0.1)
 
 
 if __name__ == "__main__":

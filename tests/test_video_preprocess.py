@@ -4,6 +4,7 @@ import math
 import os
 import pickle
 import struct
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -273,6 +274,109 @@ class WriteVideoTest(absltest.TestCase):
     self.assertEqual(os.listdir(directory), ["clip.avi"])
 
 
+class _FakeCapture:
+  """A cv2.VideoCapture whose container metadata and timestamps we choose.
+
+  Frame i is filled with the value i, so the output shows which source frame
+  each output frame is.
+  """
+
+  def __init__(self, timestamps_ms, frame_count, fps):
+    self._timestamps = list(timestamps_ms)
+    self._metadata = {cv2.CAP_PROP_FRAME_COUNT: frame_count,
+                      cv2.CAP_PROP_FPS: fps}
+    self._read = 0
+
+  def isOpened(self):  # pylint: disable=invalid-name
+    return True
+
+  def set(self, prop, value):
+    del prop, value  # Unused.
+    return True
+
+  def read(self):
+    if self._read == len(self._timestamps):
+      return False, None
+    self._read += 1
+    return True, np.full((4, 6, 3), self._read - 1, np.uint8)
+
+  def get(self, prop):
+    if prop == cv2.CAP_PROP_POS_MSEC:
+      return self._timestamps[self._read - 1]
+    return self._metadata[prop]
+
+  def release(self):
+    pass
+
+
+class LyingMetadataTest(parameterized.TestCase):
+  """Frames are placed by their timestamps, whatever the container says."""
+
+  def test_browser_recording_is_read_like_its_constant_rate_copy(self):
+    # shared/cases: VP8 WebM, 90 frames over 3 s with jittered millisecond
+    # timestamps; OpenCV reports 1000 fps and 3000 frames.
+    recording = os.path.join(testdata.CASES, "browser_recording.webm")
+    copy = os.path.join(testdata.CASES, "constant_rate_copy.webm")
+    self.assertIsNone(video_io.nominal_frame_rate(recording))
+    self.assertEqual(video_io.nominal_frame_rate(copy), 30.0)
+    frames = video_io.read_video(recording, short_side=64)
+    expected = video_io.read_video(copy, short_side=64)
+    # About 75 frames at 25 fps: 3 s, +-1 for where the last frame ends.
+    self.assertBetween(len(frames), 74, 76)
+    self.assertLessEqual(abs(len(frames) - len(expected)), 1)
+    # The same source frame at (nearly) every output time: jitter moves a
+    # few frame boundaries by one.
+    same = [np.abs(a.astype(int) - b).mean() < 2.0
+            for a, b in zip(frames, expected)]
+    self.assertGreater(np.mean(same), 0.85)
+    encoded = video_preprocess.encode_video(recording, ("rgb", "flow"),
+                                 video_preprocess.PreprocessConfig(short_side=64,
+                                                        flow_algorithm="dis"))
+    self.assertEqual(encoded.num_frames, len(frames))
+
+  def read(self, timestamps_ms, frame_count=0.0, fps=0.0, fps_out=25.0):
+    capture = _FakeCapture(timestamps_ms, frame_count, fps)
+    with mock.patch.object(os.path, "isfile", return_value=True), \
+        mock.patch.object(os.path, "getsize", return_value=1), \
+        mock.patch.object(cv2, "VideoCapture", return_value=capture):
+      return [int(f[0, 0, 0]) for f in video_io.iter_frames("x.webm", fps_out,
+                                                         short_side=None)]
+
+  @parameterized.named_parameters(
+      ("webm_time_base_as_rate", 1000.0, 1000.0),  # Browser WebM, 1 s.
+      ("no_count", 0.0, 30.0),
+      ("negative_count", -1.0, 30.0),
+      ("no_rate", 10.0, float("nan")),
+      ("mpeg_ts_time_base_as_rate", 90000.0, 90000.0),
+  )
+  def test_lying_count_or_rate_is_no_truncation(self, frame_count, fps):
+    # 10 frames at 10 fps: 1 s, 25 output frames.
+    sources = self.read([100.0 * i for i in range(10)], frame_count, fps)
+    self.assertEqual(sources, [int(k * 10 / 25) for k in range(25)])
+
+  @parameterized.named_parameters(
+      ("jump_back_at_the_end", [0, 100, 200, 300, 0]),
+      ("repeat_at_the_end", [0, 100, 200, 300, 300]),
+      ("no_timestamp_at_the_end", [0, 100, 200, 300, float("nan")]),
+      ("jump_back_in_the_middle", [0, 100, 50, 300, 400]),
+  )
+  def test_timestamps_that_do_not_advance(self, timestamps):
+    sources = self.read(timestamps, fps_out=10.0)
+    # 5 frames 100 ms apart: 0.5 s at 10 fps. A frame without a good
+    # timestamp follows its predecessor by one interval; the others keep
+    # their own times.
+    self.assertEqual(sources, [0, 1, 2, 3, 4])
+
+  def test_truncation_needs_both_count_and_duration_short(self):
+    with self.assertRaisesRegex(video_io.VideoError,
+                                "truncated or corrupt: decoded 10 frames over "
+                                r"1.00 s of the 90 frames over 3.00 s"):
+      self.read([100.0 * i for i in range(10)], 90.0, 30.0)
+    # A browser recording cut in the middle of its download.
+    with self.assertRaisesRegex(video_io.VideoError, "truncated"):
+      self.read([100.0 * i for i in range(10)], 3000.0, 1000.0)
+
+
 class ConfigAndCropTest(parameterized.TestCase):
 
   def test_fingerprint_is_stable_and_tracks_every_setting(self):
@@ -301,6 +405,17 @@ class ConfigAndCropTest(parameterized.TestCase):
   )
   def test_crop_offsets(self, height, width, num_crops, expected):
     self.assertEqual(video_preprocess.crop_offsets(height, width, 48, num_crops), expected)
+
+  def test_consecutive_clips_of_a_long_video(self):
+    # Multi-clip testing of a long input: clips of 250 frames, one after the
+    # other, the last aligned to the end.
+    self.assertEqual(video_preprocess.clip_windows(600, 250, 250),
+                     [(0, 250), (250, 500), (350, 600)])
+    self.assertEqual(video_preprocess.clip_windows(500, 250, 250),
+                     [(0, 250), (250, 500)])
+    self.assertEqual(video_preprocess.clip_windows(249, 250, 250), [(0, 249)])
+    with self.assertRaisesRegex(ValueError, "stride"):
+      video_preprocess.clip_windows(600, 250, 0)
 
   def test_crop_offsets_errors(self):
     with self.assertRaisesRegex(ValueError, "does not fit"):

@@ -23,11 +23,14 @@ from i3d.video import preprocess as video_preprocess
 
 # The repository root (scripts, configs, checkpoints/).
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# DeepMind's kinetics-i3d reference files: ../shared/reference beside the
-# repository, or $I3D_SHARED_DIR/reference (as in Bazel's WORKSPACE).
-REFERENCE = os.path.join(
-    os.environ.get("I3D_SHARED_DIR") or os.path.join(ROOT, "..", "shared"),
-    "reference", "kinetics-i3d")
+# ../shared beside the repository, or $I3D_SHARED_DIR (as in Bazel's
+# WORKSPACE).
+_SHARED = (os.environ.get("I3D_SHARED_DIR") or
+           os.path.join(ROOT, "..", "shared"))
+# DeepMind's kinetics-i3d reference files.
+REFERENCE = os.path.join(_SHARED, "reference", "kinetics-i3d")
+# Inputs as real users' files are (issue 11): see cases/README.md.
+CASES = os.path.join(_SHARED, "cases")
 # DeepMind's preprocessed cricket sample, RGB (79 frames, 224x224).
 CRICKET_RGB_GIF = os.path.join(REFERENCE, "data",
                                "v_CricketShot_g04_c01_rgb.gif")

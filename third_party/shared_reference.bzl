@@ -1,4 +1,4 @@
-"""@shared: DeepMind's kinetics-i3d ground truth kept beside the checkout.
+"""@shared: DeepMind's kinetics-i3d ground truth and real-world input cases.
 
 The tests read <repo>/../shared/reference/... relative to their own file.
 Under Bazel a test's file is <runfiles>/i3d_exercise/tests/test_x.py, so that
@@ -16,6 +16,12 @@ filegroup(
     srcs = glob(["reference/**"]),
     visibility = ["//visibility:public"],
 )
+
+filegroup(
+    name = "cases",
+    srcs = glob(["cases/**"]),
+    visibility = ["//visibility:public"],
+)
 """
 
 def _shared_reference_impl(rctx):
@@ -24,12 +30,14 @@ def _shared_reference_impl(rctx):
         # The checkout's parent directory, then shared/.
         workspace = rctx.path(Label("@//:WORKSPACE")).dirname
         shared = str(workspace.dirname) + "/shared"
-    reference = rctx.path(shared + "/reference")
-    if reference.exists:
-        rctx.symlink(reference, "reference")
-    else:
-        print("%s does not exist: tests that need the reference data will " %
-              reference + "fail (set I3D_SHARED_DIR to the shared directory).")
+    for name in ("reference", "cases"):
+        directory = rctx.path(shared + "/" + name)
+        if directory.exists:
+            rctx.symlink(directory, name)
+        else:
+            print("%s does not exist: tests that need its data will " %
+                  directory + "fail (set I3D_SHARED_DIR to the shared " +
+                  "directory).")
     rctx.file("BUILD", _BUILD)
     rctx.file("WORKSPACE", 'workspace(name = "%s")\n' % rctx.name)
 

@@ -46,9 +46,15 @@ def _decode_frames(encoded: tf.Tensor, stream: str) -> tf.Tensor:
 
 def _frames_at(path: tf.Tensor, stream: str, indices: tf.Tensor) -> tf.Tensor:
   """Decodes the frames at `indices` [N] of a stream file, each once."""
+  return _decode_frames_at(_read_encoded_frames(path, stream), stream, indices)
+
+
+def _decode_frames_at(encoded: tf.Tensor, stream: str,
+                      indices: tf.Tensor) -> tf.Tensor:
+  """Decodes the frames at `indices` [N] of encoded frames [T], each once."""
   unique_indices, positions = tf.unique(indices)
-  encoded = tf.gather(_read_encoded_frames(path, stream), unique_indices)
-  return tf.gather(_decode_frames(encoded, stream), positions)
+  return tf.gather(
+      _decode_frames(tf.gather(encoded, unique_indices), stream), positions)
 
 
 def clip_frame_indices(start: tf.Tensor, num_frames: tf.Tensor | int,
@@ -218,13 +224,22 @@ def make_eval_dataset(cache_dir: str,
                       num_frames: int | None = None,
                       crop_size: int = 224,
                       num_clips: int = 1,
-                      num_crops: int = 1) -> tf.data.Dataset:
+                      num_crops: int = 1,
+                      window: int = preprocess.MAX_CLIP_FRAMES,
+                      windows_per_batch: int = 1) -> tf.data.Dataset:
   """Evaluation views of each video of a split, in split order.
 
   Views are `num_clips` evenly spaced clips (see `evenly_spaced_starts`;
   short videos loop) times `num_crops` crops (1: centre; 3: start, centre and
   end of the longer side), clip-major: view v is clip v // num_crops, crop
   v % num_crops.
+
+  Whole videos (`num_frames` None) are cut into consecutive clips of `window`
+  frames covering every frame (`preprocess.clip_windows`; a video of up to
+  `window` frames is one clip), so that memory holds a few clips however long
+  the video: each element then holds `windows_per_batch` of a video's clips
+  (fewer in its last element), and a video spans several elements, which
+  consumers average over (see `i3d.eval.evaluate.evaluate_model`).
 
   Args:
     cache_dir: a prepared cache.
@@ -235,21 +250,28 @@ def make_eval_dataset(cache_dir: str,
     crop_size: side of the square crops.
     num_clips: clips per video.
     num_crops: 1 or 3.
+    window: frames per clip of a whole video.
+    windows_per_batch: clips of a whole video per element.
 
   Returns:
-    A dataset with one element per video: "rgb" float32 [V, T, crop, crop, 3]
-    and/or "flow" float32 [V, T, crop, crop, 2], V = num_clips * num_crops,
-    T = num_frames (or the video's length), "label" and "index" int32 scalars.
+    A dataset of elements with "rgb" float32 [V, T, crop, crop, 3] and/or
+    "flow" float32 [V, T, crop, crop, 2], "label" and "index" int32 scalars.
+    With `num_frames`: one element per video, V = num_clips * num_crops, T =
+    num_frames. Whole videos: V = (clips in the element) * num_crops, T =
+    min(window, the video's length), elements of a video consecutive.
 
   Raises:
     DatasetError: if the cache, split, streams or crop do not fit.
-    ValueError: for num_crops other than 1 or 3, num_clips < 1, or several
-      clips of whole videos.
+    ValueError: for num_crops other than 1 or 3, num_clips < 1, several
+      clips of whole videos, or a window or windows_per_batch below 1.
   """
   streams = streams_lib.parse_streams(streams)
   if num_clips < 1 or (num_frames is None and num_clips != 1):
     raise ValueError(
         f"num_clips must be >= 1, and 1 for whole videos; got {num_clips}")
+  if window < 1 or windows_per_batch < 1:
+    raise ValueError(f"window and windows_per_batch must be >= 1, got "
+                     f"{window} and {windows_per_batch}")
   entries, columns = _split_source(cache_dir, split, streams, crop_size)
   columns["clip_starts"] = [
       evenly_spaced_starts(e.video_frames, num_frames or e.video_frames,
@@ -261,6 +283,20 @@ def make_eval_dataset(cache_dir: str,
       for e in entries
   ]
 
+  def crop_views(frames: tf.Tensor, offsets: tf.Tensor, clips: tf.Tensor,
+                 length: tf.Tensor, stream: str) -> tf.Tensor:
+    """[clips * length, H, W, C] -> [clips * num_crops, length, crop, crop, C]."""
+    shape = tf.shape(frames)
+    frames = tf.reshape(frames, tf.concat([[clips, length], shape[1:]], 0))
+    crops = [
+        frames[:, :, offset[0]:offset[0] + crop_size,
+               offset[1]:offset[1] + crop_size]
+        for offset in tf.unstack(offsets, num=num_crops)
+    ]
+    return tf.reshape(
+        tf.stack(crops, axis=1),
+        [clips * num_crops, length, crop_size, crop_size, streams_lib.CHANNELS[stream]])
+
   def make_views(element: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     total = element["video_frames"]
     length = total if num_frames is None else num_frames
@@ -269,24 +305,47 @@ def make_eval_dataset(cache_dir: str,
     for stream in streams:
       frames = _frames_at(element[f"{stream}_path"], stream,
                           tf.reshape(indices, [-1]))
-      shape = tf.shape(frames)
-      clips = tf.reshape(frames, tf.concat([[num_clips, length], shape[1:]], 0))
-      crops = [
-          clips[:, :, offset[0]:offset[0] + crop_size,
-                offset[1]:offset[1] + crop_size]
-          for offset in tf.unstack(element["crop_offsets"], num=num_crops)
-      ]
-      stacked = tf.reshape(
-          tf.stack(crops, axis=1),
-          [num_clips * num_crops, length, crop_size, crop_size,
-           streams_lib.CHANNELS[stream]])
-      stacked.set_shape([num_clips * num_crops, num_frames, crop_size,
-                         crop_size, streams_lib.CHANNELS[stream]])
-      views[stream] = stacked
+      views[stream] = crop_views(frames, element["crop_offsets"], num_clips,
+                                 length, stream)
+      views[stream].set_shape([num_clips * num_crops, num_frames, crop_size,
+                               crop_size, streams_lib.CHANNELS[stream]])
     return views
 
+  def video_windows(element: dict[str, tf.Tensor]) -> tf.data.Dataset:
+    """The clips of one whole video, `windows_per_batch` per element."""
+    total = element["video_frames"]
+    length = tf.minimum(total, window)
+    # preprocess.clip_windows(total, length, length): every `length` frames,
+    # the last clip aligned to the end.
+    starts = tf.minimum(tf.range((total + length - 1) // length) * length,
+                        total - length)
+    # Each stream file is read once per video, its frames decoded per clip.
+    encoded = {s: _read_encoded_frames(element[f"{s}_path"], s)
+               for s in streams}
+
+    def make_window_views(batch_starts: tf.Tensor) -> dict[str, tf.Tensor]:
+      indices = clip_frame_indices(batch_starts, length, total)
+      views = {"label": element["label"], "index": element["index"]}
+      for stream in streams:
+        frames = _decode_frames_at(encoded[stream], stream,
+                                   tf.reshape(indices, [-1]))
+        views[stream] = crop_views(frames, element["crop_offsets"],
+                                   tf.size(batch_starts), length, stream)
+        views[stream].set_shape([None, None, crop_size, crop_size,
+                                 streams_lib.CHANNELS[stream]])
+      return views
+
+    return tf.data.Dataset.from_tensor_slices(starts).batch(
+        windows_per_batch).map(make_window_views)
+
   dataset = _per_video_dataset(columns)
-  dataset = dataset.map(make_views, num_parallel_calls=tf.data.AUTOTUNE)
+  if num_frames is None:
+    # Several videos at once, each element kept in order within its video.
+    dataset = dataset.interleave(
+        video_windows, cycle_length=tf.data.AUTOTUNE,
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  else:
+    dataset = dataset.map(make_views, num_parallel_calls=tf.data.AUTOTUNE)
   return dataset.prefetch(tf.data.AUTOTUNE)
 
 

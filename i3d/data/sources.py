@@ -6,17 +6,22 @@ when a manifest gives them), before anything is decoded.
 
 import csv
 import dataclasses
+import io
 import os
+import unicodedata
 from typing import Sequence
 
 from absl import logging
 
+from i3d import fileio
 from i3d import labels
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (
     ".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".3gp",
     ".wmv", ".flv")
 SPLITS: tuple[str, ...] = ("train", "eval")
+# Column separators a manifest may use; the header's most frequent one is.
+_MANIFEST_DELIMITERS = (",", ";", "\t")
 
 
 class DatasetError(ValueError):
@@ -30,7 +35,8 @@ class VideoSource:
   Attributes:
     path: absolute path of the file.
     relpath: path relative to the data root (data_dir or the manifest's
-      folder); identifies the video in the cache metadata and the splits.
+      folder), or the absolute path of a listed video outside it; identifies
+      the video in the cache metadata and the splits.
     label: class name.
     subject: the person filmed, when the manifest says; None otherwise.
     split: "train" or "eval" when the manifest fixes it; None otherwise.
@@ -60,7 +66,7 @@ class Discovery:
     root: the folder relative paths are relative to.
     classes: class names in logit order.
     sources: the videos found, sorted by relative path.
-    failures: listed videos that cannot be used (missing, outside the root).
+    failures: listed videos that cannot be used (missing).
   """
   root: str
   classes: tuple[str, ...]
@@ -101,6 +107,51 @@ def _scan_data_dir(data_dir: str, classes: Sequence[str]) -> list[VideoSource]:
   return sources
 
 
+def _manifest_rows(manifest: str) -> list[dict[str, str]]:
+  """The rows of a manifest as {column: value}, as spreadsheets save them.
+
+  Accepts a byte-order mark, CRLF line ends, a header in any case with spaces
+  around names, and `;` or tab instead of `,` (Excel in locales whose decimal
+  mark is a comma). Rows with every cell empty (left by spreadsheets at the
+  end) are dropped; the others keep their line numbers in "_line".
+  """
+  try:
+    text = fileio.read_user_text(manifest)
+  except (OSError, ValueError) as e:
+    raise DatasetError(str(e)) from e
+  header = text.splitlines()[0] if text.strip() else ""
+  delimiter = max(_MANIFEST_DELIMITERS, key=header.count)
+  reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter,
+                      skipinitialspace=True)
+  columns = [name.strip().lower() for name in next(reader, [])]
+  rows = []
+  for cells in reader:
+    if any(cell.strip() for cell in cells):
+      # The line a row ends on (a quoted cell may span lines).
+      rows.append({**dict(zip(columns, cells)), "_line": str(reader.line_num)})
+  if not rows or {"path", "label"} - set(columns):
+    raise DatasetError(
+        f"{manifest}: expected a header line with columns path,label"
+        f"[,subject][,split] and at least one row (found columns "
+        f"{','.join(columns) or 'none'})")
+  return rows
+
+
+def _existing_path(path: str) -> str:
+  """`path`, or the spelling of it that exists when it was written elsewhere.
+
+  Manifests written on Windows separate folders with backslashes, and macOS
+  stores accented names decomposed (NFD) where editors write them composed
+  (NFC): both name a file that exists under another spelling.
+  """
+  candidates = [path]
+  if os.sep == "/" and "\\" in path:
+    candidates.append(path.replace("\\", "/"))
+  candidates += [unicodedata.normalize(form, c) for c in list(candidates)
+                 for form in ("NFC", "NFD")]
+  return next((c for c in candidates if os.path.isfile(c)), path)
+
+
 def _read_manifest(
     manifest: str,
     classes: Sequence[str]) -> tuple[list[VideoSource], list[Failure]]:
@@ -108,19 +159,12 @@ def _read_manifest(
   if not os.path.isfile(manifest):
     raise DatasetError(f"{manifest}: manifest not found")
   root = os.path.dirname(os.path.abspath(manifest))
-  with open(manifest, newline="", encoding="utf-8") as f:
-    rows = list(csv.DictReader(f, skipinitialspace=True))
-    columns = set(rows[0]) if rows else set()
-  missing_columns = {"path", "label"} - columns
-  if not rows or missing_columns:
-    raise DatasetError(
-        f"{manifest}: expected a header line with columns path,label"
-        "[,subject][,split] and at least one row")
-  has_split = "split" in columns
+  rows = _manifest_rows(manifest)
+  has_split = "split" in rows[0]
   sources, failures = [], []
   first_line_of = {}
-  # Line 1 is the header.
-  for line, row in enumerate(rows, start=2):
+  for row in rows:
+    line = row["_line"]
     where = f"{manifest}:{line}"
     value = {k: (row.get(k) or "").strip()
              for k in ("path", "label", "subject", "split")}
@@ -134,12 +178,10 @@ def _read_manifest(
       raise DatasetError(
           f"{where}: split must be one of {', '.join(SPLITS)} when the split "
           f"column is present, got {value['split']!r}")
-    path = os.path.normpath(os.path.join(root, value["path"]))
-    if os.path.commonpath([root, path]) != root:
-      failures.append(Failure(
-          path, f"escapes the manifest's folder {root} (written "
-          f"{value['path']!r} on line {line})"))
-      continue
+    # A manifest is the user's own file: absolute paths and paths through
+    # `..` (videos on another disk) are theirs to write.
+    path = _existing_path(os.path.normpath(os.path.join(
+        root, os.path.expanduser(value["path"]))))
     if path in first_line_of:
       raise DatasetError(
           f"{where}: {value['path']} is listed twice (also on line "
@@ -148,9 +190,13 @@ def _read_manifest(
     if not os.path.isfile(path):
       failures.append(Failure(path, f"listed on {where} but not found"))
       continue
+    # Inside the manifest's folder a video is known by its relative path,
+    # which survives moving the folder; outside it, by its absolute path.
+    inside = os.path.commonpath([root, path]) == root
     sources.append(VideoSource(
-        path=path, relpath=os.path.relpath(path, root), label=value["label"],
-        subject=value["subject"] or None, split=value["split"] or None))
+        path=path, relpath=os.path.relpath(path, root) if inside else path,
+        label=value["label"], subject=value["subject"] or None,
+        split=value["split"] or None))
   return sources, failures
 
 
@@ -163,9 +209,10 @@ def discover_videos(data_dir: str | None = None,
     data_dir: a folder with one sub-folder per class (searched recursively for
       files with a video extension; hidden files are skipped).
     manifest: a CSV file with a header and columns `path,label` and optionally
-      `subject` and `split` ("train" or "eval", then on every row). Relative
-      paths are relative to the manifest's folder; a path outside that folder
-      is reported as a failure.
+      `subject` and `split` ("train" or "eval", then on every row), as a
+      spreadsheet saves it (see `_manifest_rows`). Paths may be absolute or
+      relative to the manifest's folder (`..` included); listed files that do
+      not exist are reported as failures.
     classes: the class list (see `labels.resolve_classes`); None for the
       exercise classes.
 

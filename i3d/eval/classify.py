@@ -1,8 +1,10 @@
 """Classifying videos: clip files, whole videos, sliding-window timelines.
 
 `Classifier` runs a `TwoStreamI3d` (trained, or DeepMind's Kinetics models)
-with a compiled forward pass; `classify_video` classifies a file as one clip
-and `classify_timeline` in sliding windows, both through the one
+with a compiled forward pass; `classify_video` classifies a file (a long one
+as a stream of clips whose logits are averaged, `iter_clip_windows` and
+`classify_windows`) and `classify_timeline` in sliding windows, both through
+the one
 preprocessing path of `i3d.video.preprocess`; `top_k`, `prediction_json` and
 `format_deepmind` present the results.
 """
@@ -10,7 +12,8 @@ preprocessing path of `i3d.video.preprocess`; `top_k`, `prediction_json` and
 import collections
 import dataclasses
 import os
-from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import (Any, Deque, Dict, Iterable, Iterator, List, Mapping,
+                    Optional, Sequence, Tuple)
 
 from absl import logging
 import cv2
@@ -252,15 +255,25 @@ def read_file_list(paths: Sequence[str],
 def classify_video(classifier: Classifier,
                    path: str,
                    preprocess: preprocess_lib.PreprocessConfig,
-                   crop_size: int) -> Dict[str, np.ndarray]:
-  """Classifies a video file as one clip: all its frames, centre-cropped.
+                   crop_size: int,
+                   window: int = preprocess_lib.MAX_CLIP_FRAMES,
+                   windows_per_batch: int = 1) -> Dict[str, np.ndarray]:
+  """Classifies a video file: all its frames, centre-cropped.
+
+  A video of up to `window` frames is one clip. A longer one is decoded once
+  and streamed as consecutive clips of `window` frames (the last aligned to
+  the end, see `preprocess_lib.clip_windows`) whose logits are averaged, as
+  multi-clip testing does: memory holds one batch of clips whatever the
+  video's length.
 
   Args:
     classifier: the model (`TrainedModel.classifier`, or a Kinetics one).
     path: the video file.
-    preprocess: decoding settings; `max_frames` limits the clip (DeepMind
-      tests on up to 250 frames).
+    preprocess: decoding settings; `max_frames` limits the part classified
+      (DeepMind tests on up to 250 frames), None for the whole video.
     crop_size: side of the centre crop.
+    window: frames per clip of a long video.
+    windows_per_batch: clips per forward pass.
 
   Returns:
     {stream: [K] logits, ..., "joint": [K]}.
@@ -269,11 +282,90 @@ def classify_video(classifier: Classifier,
     VideoError: if the file cannot be decoded or is too short for flow.
     ValueError: if the crop is larger than the frames.
   """
-  clips = preprocess_lib.load_clip(path, classifier.streams, preprocess,
-                                 crop_size)
-  logits = classifier.logits({s: clip[None] for s, clip in clips.items()},
-                             any_length=True)
-  return {name: value[0] for name, value in logits.items()}
+  total, num_windows = None, 0
+  for _, _, logits in classify_windows(
+      classifier,
+      iter_clip_windows(
+          preprocess_lib.iter_model_frames(path, classifier.streams, preprocess,
+                                         crop_size),
+          window, window), windows_per_batch):
+    num_windows += 1
+    total = logits if total is None else {
+        name: total[name] + value for name, value in logits.items()}
+  return {name: value / num_windows for name, value in total.items()}
+
+
+def iter_clip_windows(
+    frames: Iterable[Mapping[str, np.ndarray]], window: int, stride: int
+) -> Iterator[Tuple[int, int, Dict[str, np.ndarray]]]:
+  """Cuts a stream of per-frame model inputs into clips covering all of them.
+
+  The clips are `preprocess_lib.clip_windows(num_frames, window, stride)`, found
+  without knowing the number of frames in advance: only the last `window`
+  frames are held.
+
+  Args:
+    frames: {stream: [H, W, C]} per frame, at least one frame.
+    window: frames per clip.
+    stride: frames between clip starts, from 1 to `window`.
+
+  Yields:
+    (start, end, {stream: [end - start, H, W, C]}) in order of start.
+  """
+  buffer: Deque[Mapping[str, np.ndarray]] = collections.deque(maxlen=window)
+  num_frames = last_end = 0
+
+  def clip() -> Dict[str, np.ndarray]:
+    return {s: np.stack([frame[s] for frame in buffer]) for s in buffer[0]}
+
+  for num_frames, inputs in enumerate(frames, 1):
+    buffer.append(inputs)
+    start = num_frames - window
+    if start >= 0 and start % stride == 0:
+      last_end = num_frames
+      yield start, num_frames, clip()
+  if last_end < num_frames:
+    # The whole of a video shorter than a clip, or a clip aligned to the end.
+    yield num_frames - len(buffer), num_frames, clip()
+
+
+def classify_windows(
+    classifier: Classifier,
+    clips: Iterable[Tuple[int, int, Mapping[str, np.ndarray]]],
+    windows_per_batch: int = 1
+) -> Iterator[Tuple[int, int, Dict[str, np.ndarray]]]:
+  """Computes the logits of a stream of clips, several per forward pass.
+
+  Args:
+    classifier: the model.
+    clips: (start, end, {stream: [T, H, W, C]}) as `iter_clip_windows`
+      yields them.
+    windows_per_batch: clips per forward pass (clips of one length).
+
+  Yields:
+    (start, end, {stream: [K] logits, ..., "joint": [K]}) per clip, in order.
+  """
+  if windows_per_batch < 1:
+    raise ValueError(
+        f"windows_per_batch must be at least 1, got {windows_per_batch}")
+  batch: List[Tuple[int, int, Mapping[str, np.ndarray]]] = []
+
+  def run() -> Iterator[Tuple[int, int, Dict[str, np.ndarray]]]:
+    logits = classifier.logits(
+        {s: np.stack([c[s] for _, _, c in batch]) for s in classifier.streams},
+        any_length=True)
+    for i, (start, end, _) in enumerate(batch):
+      yield start, end, {name: value[i] for name, value in logits.items()}
+    batch.clear()
+
+  for start, end, clip in clips:
+    if batch and end - start != batch[0][1] - batch[0][0]:
+      yield from run()
+    batch.append((start, end, clip))
+    if len(batch) == windows_per_batch:
+      yield from run()
+  if batch:
+    yield from run()
 
 
 def format_prediction(path: str, top_k: Sequence[Mapping[str, Any]]) -> str:
@@ -323,10 +415,7 @@ def sliding_windows(num_frames: int, fps: float, window_s: float,
                     stride_s: float) -> List[Tuple[int, int]]:
   """Frame ranges of sliding windows that cover a whole video.
 
-  Windows start every `stride_s` seconds; when the last regular window stops
-  short of the end, one more window is aligned to the end, so every frame is
-  in some window and all windows have the same length. A video no longer than
-  a window gives one window over all its frames.
+  Windows start every `stride_s` seconds (see `preprocess_lib.clip_windows`).
 
   Args:
     num_frames: frames in the video.
@@ -344,14 +433,8 @@ def sliding_windows(num_frames: int, fps: float, window_s: float,
   """
   if num_frames < 1:
     raise ValueError(f"num_frames must be at least 1, got {num_frames}")
-  window, stride = window_frames(fps, window_s, stride_s)
-  if num_frames <= window:
-    return [(0, num_frames)]
-  windows = [(start, start + window)
-             for start in range(0, num_frames - window + 1, stride)]
-  if windows[-1][1] < num_frames:
-    windows.append((num_frames - window, num_frames))
-  return windows
+  return preprocess_lib.clip_windows(num_frames,
+                                     *window_frames(fps, window_s, stride_s))
 
 
 def timeline(windows: Sequence[Tuple[int, int]],
@@ -435,29 +518,17 @@ def classify_timeline(classifier: Classifier,
   """
   fps = preprocess.fps
   window, stride = window_frames(fps, window_s, stride_s)
-  buffer: Deque[Dict[str, np.ndarray]] = collections.deque(maxlen=window)
-  window_logits: Dict[Tuple[int, int], np.ndarray] = {}
-
-  def classify_buffer() -> np.ndarray:
-    clips = {s: np.stack([frame[s] for frame in buffer])[None]
-             for s in classifier.streams}
-    return classifier.logits(clips, any_length=True)[streams_lib.JOINT][0]
-
-  num_frames = 0
-  for num_frames, inputs in enumerate(
-      preprocess_lib.iter_model_frames(path, classifier.streams, preprocess,
-                                         crop_size), 1):
-    buffer.append(inputs)
-    start = num_frames - window
-    if start >= 0 and start % stride == 0:
-      window_logits[(start, num_frames)] = classify_buffer()
+  window_logits = {
+      (start, end): logits[streams_lib.JOINT]
+      for start, end, logits in classify_windows(
+          classifier,
+          iter_clip_windows(
+              preprocess_lib.iter_model_frames(path, classifier.streams,
+                                               preprocess, crop_size),
+              window, stride))}
+  num_frames = max(end for _, end in window_logits)
   windows = sliding_windows(num_frames, fps, window_s, stride_s)
-  for start, end in windows:
-    if (start, end) not in window_logits:
-      # Only the last window can be left: aligned to the end of the video,
-      # or the whole of a video shorter than a window. The buffer holds it.
-      assert (end, end - start) == (num_frames, len(buffer)), (start, end)
-      window_logits[(start, end)] = classify_buffer()
+  assert list(window_logits) == windows, (list(window_logits), windows)
   probabilities = metrics.softmax(np.stack([window_logits[w]
                                             for w in windows]))
   logging.info("%s: %d frames at %g fps, %d windows", path, num_frames, fps,

@@ -148,7 +148,9 @@ def evaluate_model(model: two_stream.TwoStreamI3d | classify.Classifier,
   """Evaluates a model on a split of a prepared cache, with multi-view testing.
 
   Each video gives `config.eval_num_clips` evenly spaced clips of
-  `config.eval_num_frames` frames (None: the whole video) times
+  `config.eval_num_frames` frames (None: the whole video, a long one as
+  consecutive clips of `preprocess.MAX_CLIP_FRAMES`, so that memory does not
+  grow with its length; see `pipeline.make_eval_dataset`) times
   `config.eval_num_crops` crops of `config.crop_size` pixels; each stream's
   logits are averaged over these views, and the joint logits are the sum of
   the streams' (`metrics.evaluate_streams`).
@@ -195,26 +197,33 @@ def evaluate_model(model: two_stream.TwoStreamI3d | classify.Classifier,
         num_frames=config.eval_num_frames, crop_size=config.crop_size,
         num_clips=config.eval_num_clips, num_crops=config.eval_num_crops)
     split_entries = info.split_entries(split_name)
+    # A whole video may come in several elements (clips of a long video),
+    # interleaved with other videos': its views are gathered, then averaged.
+    video_views: Dict[int, Dict[str, List[np.ndarray]]] = {}
     try:
       for element in views:
         logits = classifier.logits(
             {s: element[s].numpy() for s in config.streams}, any_length=True)
+        gathered = video_views.setdefault(
+            int(element["index"]), {s: [] for s in config.streams})
         for stream in config.streams:
-          stream_logits[stream].append(
-              metrics_lib.average_views(logits[stream]))
-        entry = split_entries[int(element["index"])]
-        paths.append(os.path.join(info.root, entry.path))
-        label_indices.append(to_model_index[int(element["label"])])
+          gathered[stream].append(logits[stream])
         if time.monotonic() - last_log > _PROGRESS_INTERVAL_S:
           last_log = time.monotonic()
-          elapsed = last_log - started
-          logging.info("Evaluated %d/%d videos, ETA %.0f s", len(paths),
+          done = len(paths) + len(video_views)
+          logging.info("Evaluated %d/%d videos, ETA %.0f s", done,
                        len(entries),
-                       elapsed / len(paths) * (len(entries) - len(paths)))
+                       (last_log - started) / done * (len(entries) - done))
     except tf.errors.OpError as e:
       raise runs.ModelError(
           f"{cache_dir}: cannot read the prepared videos of the {split_name!r} "
           f"split ({e.message.splitlines()[0]}); prepare the data again") from e
+    for index, entry in enumerate(split_entries):
+      for stream in config.streams:
+        stream_logits[stream].append(metrics_lib.average_views(
+            np.concatenate(video_views[index][stream])))
+      paths.append(os.path.join(info.root, entry.path))
+      label_indices.append(to_model_index[entry.label_index])
   logits = {s: np.stack(v) for s, v in stream_logits.items()}
   metrics = metrics_lib.evaluate_streams(logits, np.array(label_indices),
                                          classes, top_k)

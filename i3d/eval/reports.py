@@ -394,7 +394,8 @@ def write_annotated_video(video: np.ndarray | str,
     out_path: the video file to write, e.g. `annotated.mp4`; its extension
       chooses the container.
     fps: frame rate of the frames, and of the output; for a video file, None
-      takes the file's own rate.
+      takes the file's own rate when it declares a plausible one, else 25
+      (frames placed by their timestamps, see `io.read_bgr_frames`).
 
   Returns:
     The number of frames written.
@@ -411,8 +412,7 @@ def write_annotated_video(video: np.ndarray | str,
         f"{out_path}: the output path needs an extension such as .mp4")
   lookup = _TimelineLookup(entries)
   if isinstance(video, str):
-    frames_bgr, file_fps = io.read_bgr_frames(video)
-    fps = fps or file_fps
+    frames_bgr, fps = io.read_bgr_frames(video, fps)
   else:
     video = np.asarray(video)
     if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8:

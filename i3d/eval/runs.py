@@ -170,18 +170,21 @@ def load_trained_model(train_dir: str, checkpoint: Optional[str] = None
   Args:
     train_dir: a train.py train_dir (its config.json gives classes, streams
       and clip settings).
-    checkpoint: a checkpoint prefix in it (`.../ckpt/ckpt-N`); default the
-      latest.
+    checkpoint: a checkpoint of it: its prefix (`.../ckpt/ckpt-N`), one of
+      its files or its directory (see `checkpoints.checkpoint_prefix`);
+      default the latest.
 
   Returns:
     (model with the checkpoint's weights, the run's TrainConfig).
 
   Raises:
     FileNotFoundError: if train_dir has no config or no checkpoint.
+    CheckpointError: if `checkpoint` names no checkpoint.
     TrainingError: if the checkpoint does not fit the configured model.
   """
   config = config_lib.load_config(train_dir)
-  path = checkpoint or checkpointer.latest_checkpoint(train_dir)
+  path = (checkpoints.checkpoint_prefix(checkpoint) if checkpoint else
+          checkpointer.latest_checkpoint(train_dir))
   model = two_stream.TwoStreamI3d(len(config.classes), config.streams)
   for stream, stream_model in model.streams.items():
     checkpoints.ensure_built(stream_model, streams_lib.CHANNELS[stream])

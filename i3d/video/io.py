@@ -2,7 +2,9 @@
 
 Decoding resamples to a frame rate by presentation timestamp and resizes to a
 short side (`iter_frames`, the first step of DeepMind's preprocessing, see
-`i3d.video.preprocess`); `read_bgr_frames` gives a file's own frames; and
+`i3d.video.preprocess`), by the frames' timestamps rather than the container's
+nominal rate and count (`iter_timed_frames`); `read_bgr_frames` gives a file's
+frames at their own size and a constant rate; and
 `write_video` encodes frames atomically. Every file that cannot be read raises
 `VideoError`, naming the file and the problem.
 
@@ -10,22 +12,30 @@ This module depends on OpenCV and NumPy only (no TensorFlow), so that worker
 processes which decode videos start quickly.
 """
 
+import math
 import os
-from typing import Iterator, Tuple
+from typing import Iterator, Optional, Tuple
 
 import cv2
 import numpy as np
 
 from i3d import fileio
 
-# A decoded frame count below this fraction of the count the container declares
-# means the file is truncated or corrupt. The margin tolerates containers whose
-# count is an estimate from duration x frame rate (variable frame rate clips).
+# Decoding less than this fraction of both the frame count and the duration the
+# container declares means the file is truncated or corrupt. The margin
+# tolerates containers whose count is an estimate from duration x frame rate
+# (variable frame rate clips).
 _MIN_DECODED_FRACTION = 0.9
 
 # Timestamps closer than this (in ms) are treated as equal, to absorb the
 # rounding of container time bases.
 _TIMESTAMP_TOLERANCE_MS = 1e-3
+
+# Nominal rates above this are container time bases (WebM's 1000 Hz, MPEG-TS's
+# 90 kHz), not frame rates: high-speed phone modes record at up to 240 fps.
+MAX_PLAUSIBLE_FPS = 250.0
+# The rate of a file's own frames when it declares no plausible one.
+_DEFAULT_FPS = 25.0
 
 
 class VideoError(ValueError):
@@ -75,47 +85,63 @@ def _resize_to_model_scale(frame_bgr: np.ndarray,
   return cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
 
 
-def _decoded_frames(
-    capture: cv2.VideoCapture) -> Iterator[tuple[np.ndarray, float]]:
-  """Yields (BGR frame, timestamp in ms from the first frame) for each frame."""
-  first_timestamp = None
-  while True:
-    ok, frame = capture.read()
-    if not ok:
-      return
-    timestamp = capture.get(cv2.CAP_PROP_POS_MSEC)
-    if first_timestamp is None:
-      first_timestamp = timestamp
-    yield frame, timestamp - first_timestamp
+def _declared_timing(capture: cv2.VideoCapture) -> tuple[float, float]:
+  """The frame count and rate a container declares; 0 for what it lacks.
+
+  Both may lie: WebM files from browsers and screen recorders declare their
+  1 kHz time base as the rate (1000 fps) and duration x 1000 frames; some
+  containers give 0 or -1 frames, or a NaN rate.
+  """
+  frames, fps = (capture.get(cv2.CAP_PROP_FRAME_COUNT),
+                 capture.get(cv2.CAP_PROP_FPS))
+  return (frames if math.isfinite(frames) and frames > 0 else 0.0,
+          fps if math.isfinite(fps) and fps > 0 else 0.0)
 
 
-def iter_frames(path: str,
-                fps: float = 25.0,
-                short_side: int = 256,
-                max_frames: int | None = None) -> Iterator[np.ndarray]:
-  """Decodes a video lazily, resampled to `fps` and resized.
+def nominal_frame_rate(path: str) -> float | None:
+  """The frame rate a video's container declares, when it is plausible.
 
-  Resampling is by presentation timestamp, as FFmpeg's `-r` does: the output
-  frame at time k / fps is the last source frame shown at that time, so 30 fps
-  sources drop every sixth frame, 24 fps sources repeat every 24th, and
-  variable frame rate clips keep their real timing. The output covers the
-  source's duration (last timestamp plus one frame interval). Rotation metadata
-  is applied, so portrait phone clips come out upright.
+  Args:
+    path: a video file.
+
+  Returns:
+    The rate in frames per second, or None when the container declares none
+    or a time base for one (above `MAX_PLAUSIBLE_FPS`), or cannot be opened.
+  """
+  capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+  try:
+    _, fps = _declared_timing(capture) if capture.isOpened() else (0.0, 0.0)
+  finally:
+    capture.release()
+  return fps if 0 < fps <= MAX_PLAUSIBLE_FPS else None
+
+
+def iter_timed_frames(
+    path: str,
+    default_interval_ms: float = 40.0) -> Iterator[tuple[np.ndarray, float, float]]:
+  """Decodes every frame of a video with the time it is on screen.
+
+  Times come from the decoded frames' presentation timestamps, not from the
+  container's nominal rate or frame count, which often lie (see
+  `_declared_timing`). A frame whose timestamp does not advance past the last
+  one that did (a repeat, a jump back such as the reset some streams have at
+  their end, or none at all) is shown one frame interval after the previous
+  frame. The last frame lasts as long as the one before it.
 
   Args:
     path: a video file OpenCV's FFmpeg backend can read.
-    fps: output frame rate.
-    short_side: the shorter side of the output frames, in pixels.
-    max_frames: stop after this many output frames; None for the whole video.
+    default_interval_ms: how long a frame lasts when the video has a single
+      frame and no plausible nominal rate.
 
   Yields:
-    uint8 RGB frames of shape (H, W, 3).
+    (uint8 BGR frame (H, W, 3), start in ms from the first frame, end in ms),
+    starts non-decreasing and each end the next frame's start.
 
   Raises:
     VideoError: if the file is missing, cannot be opened, has no decodable
-      frame, or stops well before the frame count its container declares.
-      Errors found at the end (truncation) are raised after the frames decoded
-      so far have been yielded.
+      frame, or is truncated: it ends well before both the frame count and
+      the duration its container declares. Errors found at the end are raised
+      after the frames decoded so far have been yielded.
   """
   if not os.path.isfile(path):
     raise VideoError(path, "file not found")
@@ -130,47 +156,97 @@ def iter_frames(path: str,
     # OpenCV 5's FFmpeg backend already applies rotation metadata by default;
     # asking explicitly keeps portrait clips upright if that default changes.
     capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
-    declared_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    source_fps = capture.get(cv2.CAP_PROP_FPS)
-    output_interval_ms = 1000.0 / fps
-    num_output = 0
+    declared_frames, declared_fps = _declared_timing(capture)
+    interval_ms = (1000.0 / declared_fps
+                   if 0 < declared_fps <= MAX_PLAUSIBLE_FPS else
+                   default_interval_ms)
     num_decoded = 0
-    previous_frame = None
-    previous_rgb = None
-    previous_timestamp = 0.0
-    frame_interval_ms = (1000.0 / source_fps if source_fps > 0 else
-                         output_interval_ms)
-
-    def emit_until(end_ms: float) -> Iterator[np.ndarray]:
-      """Yields the previous frame for every output time before `end_ms`."""
-      nonlocal num_output, previous_rgb
-      while (num_output * output_interval_ms < end_ms - _TIMESTAMP_TOLERANCE_MS
-             and (max_frames is None or num_output < max_frames)):
-        if previous_rgb is None:
-          previous_rgb = _resize_to_model_scale(previous_frame, short_side)
-        num_output += 1
-        yield previous_rgb
-
-    for frame, timestamp in _decoded_frames(capture):
+    # (raw timestamp, start) of the last frame whose timestamp advanced: later
+    # frames are timed from it, so one bad timestamp shifts no other frame.
+    anchor = None
+    previous = None  # (frame, start) waiting for its end.
+    while True:
+      ok, frame = capture.read()
+      if not ok:
+        break
       num_decoded += 1
-      if previous_frame is not None:
-        if timestamp > previous_timestamp:
-          frame_interval_ms = timestamp - previous_timestamp
-        yield from emit_until(timestamp)
-        if max_frames is not None and num_output >= max_frames:
-          return
-      previous_frame, previous_rgb, previous_timestamp = frame, None, timestamp
-    if previous_frame is None:
+      raw_ms = capture.get(cv2.CAP_PROP_POS_MSEC)
+      advanced = math.isfinite(raw_ms) and (
+          anchor is None or raw_ms > anchor[0] + _TIMESTAMP_TOLERANCE_MS)
+      if previous is None:
+        start = 0.0
+      elif advanced and anchor is not None:
+        if anchor[1] == previous[1]:  # Two good timestamps in a row.
+          interval_ms = raw_ms - anchor[0]
+        start = max(anchor[1] + raw_ms - anchor[0], previous[1])
+      else:
+        start = previous[1] + interval_ms
+      if advanced:
+        anchor = (raw_ms, start)
+      if previous is not None:
+        yield previous[0], previous[1], start
+      previous = (frame, start)
+    if previous is None:
       raise VideoError(
           path, "no frame could be decoded (empty, truncated or corrupt file, "
           "or an unsupported codec)")
-    yield from emit_until(previous_timestamp + frame_interval_ms)
-    if num_decoded < _MIN_DECODED_FRACTION * declared_frames:
+    end_ms = previous[1] + interval_ms
+    yield previous[0], previous[1], end_ms
+    # A count implied by an implausible rate (duration x time base) is no
+    # evidence of truncation, so the decoded duration must fall short too.
+    declared_ms = (1000.0 * declared_frames / declared_fps
+                   if declared_fps else math.inf)
+    if (num_decoded < _MIN_DECODED_FRACTION * declared_frames and
+        end_ms < _MIN_DECODED_FRACTION * declared_ms):
       raise VideoError(
-          path, f"truncated or corrupt: decoded {num_decoded} of the "
-          f"{declared_frames} frames its container declares")
+          path, f"truncated or corrupt: decoded {num_decoded} frames over "
+          f"{end_ms / 1000:.2f} s of the {declared_frames:.0f} frames over "
+          f"{declared_ms / 1000:.2f} s its container declares")
   finally:
     capture.release()
+
+
+def iter_frames(path: str,
+                fps: float = 25.0,
+                short_side: int | None = 256,
+                max_frames: int | None = None) -> Iterator[np.ndarray]:
+  """Decodes a video lazily, resampled to `fps` and resized.
+
+  Resampling is by presentation timestamp, as FFmpeg's `-r` does: the output
+  frame at time k / fps is the last source frame shown at that time, so 30 fps
+  sources drop every sixth frame, 24 fps sources repeat every 24th, and
+  variable frame rate clips keep their real timing. The output covers the
+  source's duration (last timestamp plus one frame interval). Timestamps are
+  trusted over the container's nominal rate and frame count (see
+  `iter_timed_frames`). Rotation metadata is applied, so portrait phone clips
+  come out upright.
+
+  Args:
+    path: a video file OpenCV's FFmpeg backend can read.
+    fps: output frame rate.
+    short_side: the shorter side of the output frames, in pixels; None keeps
+      the decoded size.
+    max_frames: stop after this many output frames; None for the whole video.
+
+  Yields:
+    uint8 RGB frames of shape (H, W, 3).
+
+  Raises:
+    VideoError: see `iter_timed_frames`.
+  """
+  output_interval_ms = 1000.0 / fps
+  num_output = 0
+  for frame, _, end_ms in iter_timed_frames(path, output_interval_ms):
+    rgb = None
+    while (num_output * output_interval_ms < end_ms - _TIMESTAMP_TOLERANCE_MS
+           and (max_frames is None or num_output < max_frames)):
+      if rgb is None:
+        rgb = (cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if short_side is None
+               else _resize_to_model_scale(frame, short_side))
+      num_output += 1
+      yield rgb
+    if max_frames is not None and num_output >= max_frames:
+      return
 
 
 def read_video(path: str,
@@ -236,34 +312,29 @@ def write_video(path: str, frames_uint8_rgb: np.ndarray, fps: float,
         os.remove(staging)
 
 
-def read_bgr_frames(path: str) -> Tuple[Iterator[np.ndarray], float]:
-  """Opens a video file as it is: its own frames, rate and size.
+def read_bgr_frames(path: str, fps: Optional[float] = None
+                    ) -> Tuple[Iterator[np.ndarray], float]:
+  """Decodes a video file at its own size, at a constant frame rate.
+
+  Frames are placed by their timestamps (see `iter_frames`), so a file whose
+  container declares a wrong rate (a browser recording's 1000 fps) or a
+  variable rate comes out at the rate returned.
 
   Args:
     path: a video file OpenCV can read.
+    fps: the rate wanted; None for the file's nominal rate when it is
+      plausible (`nominal_frame_rate`), else 25.
 
   Returns:
-    (an iterator over its uint8 BGR frames (H, W, 3), its frame rate; 0 when
-    the container does not say).
+    (an iterator over uint8 BGR frames (H, W, 3), their frame rate).
 
   Raises:
-    VideoError: if the file is missing or cannot be opened.
+    VideoError: if the file is missing or cannot be decoded (raised by the
+      iterator).
   """
   if not os.path.isfile(path):
     raise VideoError(path, "file not found")
-  capture = cv2.VideoCapture(path)
-  if not capture.isOpened():
-    raise VideoError(path, "OpenCV cannot open the video")
-  file_fps = capture.get(cv2.CAP_PROP_FPS)
-
-  def frames() -> Iterator[np.ndarray]:
-    try:
-      while True:
-        ok, frame = capture.read()
-        if not ok:
-          return
-        yield frame
-    finally:
-      capture.release()
-
-  return frames(), file_fps
+  fps = fps or nominal_frame_rate(path) or _DEFAULT_FPS
+  frames = (cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+            for frame in iter_frames(path, fps, short_side=None))
+  return frames, fps

@@ -101,6 +101,47 @@ def rgb_to_model(frames_uint8: np.ndarray) -> np.ndarray:
   return values
 
 
+# DeepMind tests on clips of up to 250 frames (10 s at 25 fps). A longer input
+# is classified as consecutive clips of this many frames (`clip_windows` with
+# the stride equal to the window), their logits averaged as multi-clip
+# testing does, so that memory does not grow with the input's length.
+MAX_CLIP_FRAMES = 250
+
+
+def clip_windows(num_frames: int, window: int,
+                 stride: int) -> list[tuple[int, int]]:
+  """Frame ranges of windows of `window` frames, every `stride`, covering all.
+
+  When the last regular window stops short of the end, one more window is
+  aligned to the end, so every frame is in some window and all windows have
+  the same length. A video no longer than a window gives one window over all
+  its frames.
+
+  Args:
+    num_frames: frames in the video, at least 1.
+    window: frames per window, at least 1.
+    stride: frames between window starts, from 1 to `window`.
+
+  Returns:
+    `(start, end)` frame index ranges, `end` exclusive, in increasing order.
+
+  Raises:
+    ValueError: for a count, window or stride out of range.
+  """
+  if num_frames < 1:
+    raise ValueError(f"num_frames must be at least 1, got {num_frames}")
+  if not 1 <= stride <= window:
+    raise ValueError(f"need 1 <= stride <= window, got stride {stride} and "
+                     f"window {window}")
+  if num_frames <= window:
+    return [(0, num_frames)]
+  windows = [(start, start + window)
+             for start in range(0, num_frames - window + 1, stride)]
+  if windows[-1][1] < num_frames:
+    windows.append((num_frames - window, num_frames))
+  return windows
+
+
 def too_short_for_flow_reason(video_frames: int, fps: float) -> str:
   """Says why a video of `video_frames` frames at `fps` has no optical flow."""
   return (f"too short for optical flow: {video_frames} frame(s) at {fps:g} fps, "
