@@ -33,13 +33,12 @@ Prints a table, then one JSON line.
 
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Sequence
 
 from absl import app
 from absl import flags
