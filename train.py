@@ -121,6 +121,11 @@ _RGB_CHECKPOINT = flags.DEFINE_string(
 _FLOW_CHECKPOINT = flags.DEFINE_string(
     "flow_checkpoint", None, "DeepMind-layout flow checkpoint (e.g. "
     "flow_imagenet); default: cross-modality init from the RGB weights.")
+_FLOW_BATCH_NORM_BATCHES = flags.DEFINE_integer(
+    "flow_batch_norm_batches", _DEFAULTS.flow_batch_norm_batches,
+    "Without --flow_checkpoint, batches of training flow clips on which the "
+    "cross-modality initialised flow stream re-estimates its batch-norm "
+    "statistics (0 keeps the RGB checkpoint's).")
 _FEATURE_CACHE = flags.DEFINE_bool(
     "feature_cache", _DEFAULTS.feature_cache, "With a frozen backbone part, "
     "compute its outputs once for --feature_views views per video and train "
@@ -199,6 +204,7 @@ def _config(classes: Sequence[str], num_train_videos: int
       keep_checkpoints=_KEEP_CHECKPOINTS.value, log_every=_LOG_EVERY.value,
       seed=_SEED.value, rgb_checkpoint=_RGB_CHECKPOINT.value,
       flow_checkpoint=_FLOW_CHECKPOINT.value,
+      flow_batch_norm_batches=_FLOW_BATCH_NORM_BATCHES.value,
       feature_cache=_FEATURE_CACHE.value, feature_views=_FEATURE_VIEWS.value,
       eval_num_frames=_EVAL_NUM_FRAMES.value,
       eval_num_clips=_EVAL_NUM_CLIPS.value,

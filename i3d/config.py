@@ -55,6 +55,9 @@ class TrainConfig:
   seed: int = 0
   rgb_checkpoint: Optional[str] = None
   flow_checkpoint: Optional[str] = None
+  # Batches of training flow clips on which a cross-modality initialised flow
+  # stream re-estimates its batch-norm statistics (0 keeps the RGB ones).
+  flow_batch_norm_batches: int = 10
   feature_cache: bool = True
   feature_views: int = 8
   eval_num_frames: Optional[int] = None
@@ -78,6 +81,9 @@ class TrainConfig:
                  "feature_views", "eval_num_clips"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.flow_batch_norm_batches < 0:
+      raise ValueError("flow_batch_norm_batches must be >= 0, got "
+                       f"{self.flow_batch_norm_batches}")
     self.classes = tuple(self.classes)
     streams_lib.parse_streams(self.stream)
 

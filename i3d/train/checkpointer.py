@@ -20,6 +20,8 @@ from i3d import checkpoints
 from i3d import config as config_lib
 from i3d import kinetics_weights
 from i3d import two_stream
+from i3d.data import pipeline
+from i3d.train import batch_norm
 
 CHECKPOINT_SUBDIR = "ckpt"
 
@@ -47,8 +49,11 @@ def initialize_streams(model: two_stream.TwoStreamI3d,
   """Restores each stream's Kinetics weights, the logits left out.
 
   RGB comes from `config.rgb_checkpoint` (default: rgb_scratch, fetched if
-  absent). Flow comes from `config.flow_checkpoint` if given, else by
-  cross-modality initialisation from the RGB checkpoint.
+  absent). Flow comes from `config.flow_checkpoint` if given (statistics
+  included), else by cross-modality initialisation from the RGB checkpoint;
+  its batch-norm statistics are then re-estimated on
+  `config.flow_batch_norm_batches` batches of training flow clips, since the
+  RGB ones do not describe flow activations (`i3d.train.batch_norm`).
   """
   rgb_checkpoint = config.rgb_checkpoint
   if "rgb" in model.streams or not config.flow_checkpoint:
@@ -63,6 +68,13 @@ def initialize_streams(model: two_stream.TwoStreamI3d,
                           include_logits=False)
     else:
       checkpoints.init_flow_from_rgb(stream_model, rgb_checkpoint)
+      if config.flow_batch_norm_batches:
+        clips = pipeline.make_train_dataset(
+            config.cache_dir, streams=("flow",), num_frames=config.num_frames,
+            crop_size=config.crop_size, batch_size=config.batch_size,
+            seed=config.seed).take(config.flow_batch_norm_batches)
+        batch_norm.reestimate_statistics(
+            stream_model, "flow", (batch["flow"] for batch in clips))
 
 
 def task_id() -> int:
