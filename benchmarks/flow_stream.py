@@ -30,6 +30,7 @@ import re
 import tempfile
 import time
 from typing import Any, Dict, List, Tuple
+from unittest import mock
 
 from absl import app
 from absl import flags
@@ -43,9 +44,12 @@ import numpy as np
 import tensorflow as tf
 
 from i3d import checkpoints
-from i3d import dataset
-from i3d import evaluation
-from i3d import training
+from i3d import config as config_lib
+from i3d.data import cache as data_cache
+from i3d.data import pipeline
+from i3d.eval import metrics as eval_metrics
+from i3d.train import features as train_features
+from i3d.train import loop as train_loop
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _CACHE_DIR = flags.DEFINE_string("cache_dir", "data/synthetic_cache",
@@ -59,25 +63,28 @@ _JOINT_VARIANTS = flags.DEFINE_list(
     "joint_variants", None, "Variants that also train a joint model "
     "(default: all).")
 _NUM_STEPS = flags.DEFINE_integer("num_steps", 300, "Training steps.")
+_FEATURE_BATCHES = flags.DEFINE_integer(
+    "feature_batches", None, "Train on the first N batches of views only "
+    "(10 = one view of each of the demo's 160 training videos; default all "
+    "40, the demo's 4 views).")
 _RGB_CHECKPOINT = flags.DEFINE_string(
     "rgb_checkpoint", common.DEFAULT_RGB_CHECKPOINT, "Kinetics RGB weights.")
 
 
-class CachedFeaturesTrainer(training.Trainer):
-  """A Trainer whose fast path trains on features given to it."""
-
-  features: Dict[str, np.ndarray] = {}
-
-  def training_features(self) -> Dict[str, np.ndarray]:
-    return self.features
+def train_on(trainer: train_loop.Trainer,
+             features: Dict[str, np.ndarray]) -> None:
+  """Runs the Trainer's fast path on the given frozen features."""
+  with mock.patch.object(train_features, "training_features",
+                         lambda stages, config: features):
+    trainer.train()
 
 
 def demo_config(train_dir: str, stream: str, **overrides: Any
-                ) -> training.TrainConfig:
+                ) -> config_lib.TrainConfig:
   """configs/demo.cfg's training settings."""
   values = dict(
       cache_dir=_CACHE_DIR.value, train_dir=train_dir,
-      classes=tuple(dataset.read_cache(_CACHE_DIR.value).classes),
+      classes=tuple(data_cache.read_cache(_CACHE_DIR.value).classes),
       stream=stream, num_frames=32, crop_size=112, trainable="mixed_5",
       feature_views=4, batch_size=16, learning_rate=0.05,
       lr_schedule="cosine", warmup_steps=10, per_stream_loss_weight=0.5,
@@ -85,7 +92,7 @@ def demo_config(train_dir: str, stream: str, **overrides: Any
       eval_every=100000, log_every=100, seed=0,
       rgb_checkpoint=_RGB_CHECKPOINT.value, export=False)
   values.update(overrides)
-  return training.TrainConfig(**values)
+  return config_lib.TrainConfig(**values)
 
 
 def parse_variant(name: str) -> Tuple[Dict[str, Any], float]:
@@ -103,29 +110,23 @@ def parse_variant(name: str) -> Tuple[Dict[str, Any], float]:
   raise app.UsageError(f"Unknown variant {name!r}")
 
 
-def extract(trainer: training.Trainer, streams: List[str]
+def extract(trainer: train_loop.Trainer, streams: List[str]
             ) -> Dict[str, np.ndarray]:
-  """The frozen outputs of the Trainer's own 640 training views."""
+  """The frozen outputs of the Trainer's own training views."""
   config = trainer.config
-  num_videos = len(dataset.read_cache(config.cache_dir).split_entries("train"))
-  batches = dataset.make_train_dataset(
+  num_videos = len(data_cache.read_cache(config.cache_dir)
+                   .split_entries("train"))
+  batches = pipeline.make_train_dataset(
       config.cache_dir, streams=streams, num_frames=config.num_frames,
       crop_size=config.crop_size, batch_size=config.batch_size,
       seed=config.seed)
-  frozen = tf.function(lambda x: {s: trainer.stages[s].frozen(x[s])
-                                  for s in streams})
-  outputs: Dict[str, List[np.ndarray]] = {}
-  num_batches = math.ceil(num_videos * config.feature_views /
-                          config.batch_size)
-  for batch in batches.take(num_batches):
-    for key, value in frozen(batch).items():
-      outputs.setdefault(key, []).append(value.numpy())
-    for key in ("label", "index"):
-      outputs.setdefault(key, []).append(batch[key].numpy())
-  return {k: np.concatenate(v) for k, v in outputs.items()}
+  num_batches = _FEATURE_BATCHES.value or math.ceil(
+      num_videos * config.feature_views / config.batch_size)
+  return train_features.frozen_features(
+      {s: trainer.stages[s] for s in streams}, batches, num_batches)
 
 
-def eval_features(trainer: training.Trainer, streams: List[str]
+def eval_features(trainer: train_loop.Trainer, streams: List[str]
                   ) -> Tuple[Dict[str, List[np.ndarray]], np.ndarray]:
   """Frozen outputs of the held-out videos (whole length, centre crop)."""
   config = trainer.config
@@ -133,7 +134,7 @@ def eval_features(trainer: training.Trainer, streams: List[str]
                        reduce_retracing=True)
   outputs: Dict[str, List[np.ndarray]] = {s: [] for s in streams}
   labels = []
-  for element in dataset.make_eval_dataset(
+  for element in pipeline.make_eval_dataset(
       config.cache_dir, streams=streams, crop_size=config.crop_size):
     for stream in streams:
       outputs[stream].append(frozen(element[stream], stream).numpy())
@@ -141,7 +142,7 @@ def eval_features(trainer: training.Trainer, streams: List[str]
   return outputs, np.array(labels)
 
 
-def evaluate(trainer: training.Trainer, features: Dict[str, List[np.ndarray]],
+def evaluate(trainer: train_loop.Trainer, features: Dict[str, List[np.ndarray]],
              labels: np.ndarray) -> Dict[str, float]:
   """Held-out top-1 of each stream and of their sum."""
   logits = {}
@@ -151,7 +152,7 @@ def evaluate(trainer: training.Trainer, features: Dict[str, List[np.ndarray]],
                         batch_norm_training=False,
                         dropout_keep_prob=1.0).numpy()
         for f in features[stream]])
-  metrics = evaluation.evaluate_streams(logits, labels,
+  metrics = eval_metrics.evaluate_streams(logits, labels,
                                         trainer.config.classes)
   return {name: m["top1"] for name, m in metrics["streams"].items()}
 
@@ -169,8 +170,8 @@ def describe(features: np.ndarray, labels: np.ndarray) -> Dict[str, float]:
           "between_class_share": float(between / total)}
 
 
-def copy_flow_statistics(source: training.Trainer,
-                         target: training.Trainer) -> None:
+def copy_flow_statistics(source: train_loop.Trainer,
+                         target: train_loop.Trainer) -> None:
   """Gives target's flow stream source's flow weights (logits excluded)."""
   tensors = {n: v.numpy() for n, v in checkpoints.variable_map(
       source.model.streams["flow"], "Flow").items()}
@@ -182,9 +183,9 @@ def load_features(pattern: str) -> Dict[str, np.ndarray]:
   """A train-*.npz, waited for if a running job is still extracting it."""
   while not glob.glob(pattern):
     time.sleep(20)
-  time.sleep(5)  # The write is atomic (a rename), but let it settle.
   with np.load(glob.glob(pattern)[0]) as cached:
-    return dict(cached)
+    size = (_FEATURE_BATCHES.value or 10**9) * 16
+    return {k: v[:size] for k, v in cached.items()}
 
 
 def main(argv):
@@ -193,11 +194,12 @@ def main(argv):
   workdir = tempfile.mkdtemp(prefix="flow_stream_")
   reused: Dict[str, np.ndarray] = {}
   rgb_eval = None
+  flow_evals: Dict[int, List[np.ndarray]] = {}
   for variant in _VARIANTS.value:
     overrides, lr_factor = parse_variant(variant)
     lr = 0.05 * lr_factor
     started = time.monotonic()
-    joint = CachedFeaturesTrainer(demo_config(
+    joint = train_loop.Trainer(demo_config(
         os.path.join(workdir, variant, "joint"), "joint", learning_rate=lr,
         **overrides))
     setup = time.monotonic() - started
@@ -220,10 +222,17 @@ def main(argv):
       assert np.array_equal(train["index"], reused["index"]), "views differ"
     for key in ("rgb", "label", "index"):
       reused.setdefault(key, features[key])
-    eval_streams = ["flow"] if rgb_eval is not None else ["rgb", "flow"]
-    frozen_eval, labels = eval_features(joint, eval_streams)
+    batches = overrides["flow_batch_norm_batches"]
+    eval_streams = [] if batches in flow_evals else ["flow"]
+    if rgb_eval is None:
+      eval_streams.append("rgb")
+    if eval_streams:
+      frozen_eval, labels = eval_features(joint, eval_streams)
+    else:
+      frozen_eval = {}
     rgb_eval = frozen_eval.get("rgb", rgb_eval)
-    frozen_eval["rgb"] = rgb_eval
+    flow_evals.setdefault(batches, frozen_eval.get("flow"))
+    frozen_eval = {"rgb": rgb_eval, "flow": flow_evals[batches]}
     stats = describe(features["flow"], features["label"])
     rgb_stats = describe(features["rgb"], features["label"])
     results: Dict[str, Any] = {
@@ -232,19 +241,17 @@ def main(argv):
     print(results, flush=True)
     if _JOINT_VARIANTS.value is None or variant in _JOINT_VARIANTS.value:
       started = time.monotonic()
-      joint.features = features
-      joint.train()
+      train_on(joint, features)
       results["joint_train_s"] = time.monotonic() - started
       results.update({f"joint_run_{k}": v for k, v in
                       evaluate(joint, frozen_eval, labels).items()})
       print(results, flush=True)
-    flow = CachedFeaturesTrainer(demo_config(
+    flow = train_loop.Trainer(demo_config(
         os.path.join(workdir, variant, "flow"), "flow", learning_rate=lr,
         **dict(overrides, flow_batch_norm_batches=0)))
     copy_flow_statistics(joint, flow)
-    flow.features = {k: features[k] for k in ("flow", "label", "index")}
     started = time.monotonic()
-    flow.train()
+    train_on(flow, {k: features[k] for k in ("flow", "label", "index")})
     results["flow_train_s"] = time.monotonic() - started
     results["flow_only_top1"] = evaluate(flow, frozen_eval, labels)["flow"]
     print(results, flush=True)
