@@ -104,9 +104,9 @@ class FlowFromRgbTest(absltest.TestCase):
                   train_dir=self.create_tempdir().full_path,
                   classes=self.classes, stream="flow", num_frames=8,
                   crop_size=32, batch_size=4, trainable="logits",
-                  learning_rate=0.02, lr_schedule="constant", num_steps=60,
-                  checkpoint_every=1000, eval_every=1000, log_every=20,
-                  feature_views=4, dropout_keep_prob=1.0,
+                  learning_rate=0.01, lr_schedule="constant", num_steps=120,
+                  checkpoint_every=1000, eval_every=1000, log_every=40,
+                  feature_views=8, dropout_keep_prob=1.0,
                   # Clips of the training length: on these 1x1-pixel
                   # Mixed_5c maps a longer clip changes what the 3x3x3
                   # convolutions' padding lets through.
