@@ -353,6 +353,11 @@ class TrainConfig:
       None, "DeepMind-layout flow checkpoint (e.g. flow_imagenet; prefix, one "
       "of its files or directory); default: cross-modality init from the RGB "
       "weights.")
+  flow_batch_norm_batches: int = setting(
+      10, "Without --flow_checkpoint, batches of training flow clips on which "
+      "the cross-modality initialised flow stream re-estimates its batch-norm "
+      "statistics before training (0 keeps the RGB checkpoint's, which do not "
+      "describe flow activations: see i3d.train.batch_norm).", min=0)
   init_from: Optional[str] = setting(
       None, "A previous run's train_dir to start from (e.g. runs/demo) "
       "instead of the Kinetics weights: all its weights, its logits too when "

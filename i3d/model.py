@@ -75,6 +75,11 @@ class BatchNorm(snt.Module):
   `moving -= (1 - decay) * (moving - batch_statistic)` with decay 0.999. Unlike
   `snt.BatchNorm` there is no debiasing counter, so statistics restored from a
   checkpoint are the starting point of the moving averages, not overwritten.
+
+  Attributes:
+    decay_rate: decay of the moving averages, read when a training-mode call
+      is traced; 0 makes a call store the batch's own statistics (see
+      `i3d.train.batch_norm`).
   """
 
   def __init__(self,
@@ -89,7 +94,7 @@ class BatchNorm(snt.Module):
       name: module name.
     """
     super().__init__(name=name)
-    self._decay_rate = decay_rate
+    self.decay_rate = decay_rate
     self._eps = eps
 
   @snt.once
@@ -123,7 +128,7 @@ class BatchNorm(snt.Module):
       stats_inputs = tf.cast(inputs, tf.float32)
       mean, variance = tf.nn.moments(
           stats_inputs, axes=list(range(len(inputs.shape) - 1)))
-      decay = 1.0 - self._decay_rate
+      decay = 1.0 - self.decay_rate
       self.moving_mean.assign_sub(decay * (self.moving_mean - mean))
       self.moving_variance.assign_sub(
           decay * (self.moving_variance - variance))

@@ -37,6 +37,12 @@ class MainJobTest(absltest.TestCase):
       self.assertLen(metrics["classes"], 10)
       self.assertGreaterEqual(metrics["top1"], 0.8, json.dumps(metrics))
       self.assertEqual(set(metrics["streams"]), {"rgb", "flow", "joint"})
+      # Both streams carry signal (issue 10): flow alone, and the sum is at
+      # least as good as RGB alone.
+      streams = metrics["streams"]
+      self.assertGreaterEqual(streams["flow"]["top1"], 0.8, json.dumps(metrics))
+      self.assertGreaterEqual(streams["joint"]["top1"], streams["rgb"]["top1"],
+                              json.dumps(metrics))
       self.assertIn("Top-1 accuracy", result.stdout)
       for path in ("export/deepmind_checkpoint/model.ckpt.index",
                    "export/saved_model/saved_model.pb", "config.json"):

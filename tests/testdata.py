@@ -11,7 +11,7 @@ import csv
 import os
 import shutil
 import tempfile
-from typing import Sequence
+from typing import Mapping, Optional, Sequence, Tuple
 
 from absl.testing import absltest
 import cv2
@@ -98,14 +98,17 @@ def panning_frames(num_frames: int, height: int = 48, width: int = 64,
 
 def write_moving_square(path: str, num_frames: int = 12, height: int = 40,
                         width: int = 48, fps: float = 25.0, step: int = 2,
-                        seed: int = 0) -> str:
-  """Writes an mp4 of a textured square moving `step` px a frame (signed)."""
+                        seed: int = 0, step_y: int = 0) -> str:
+  """Writes an mp4 of a textured square moving (`step`, `step_y`) px a frame.
+
+  The texture depends on `seed` only; the square wraps around at the edges.
+  """
   rng = np.random.RandomState(seed)
   texture = rng.randint(0, 255, (12, 12, 3), dtype=np.uint8)
   frames = np.full((num_frames, height, width, 3), 90, np.uint8)
   for t, frame in enumerate(frames):
     x = (width // 2 - 6 + step * (t - num_frames // 2)) % (width - 12)
-    y = height // 2 - 6
+    y = (height // 2 - 6 + step_y * (t - num_frames // 2)) % (height - 12)
     frame[y:y + 12, x:x + 12] = texture
   return write_clip(path, frames, fps)
 
@@ -120,18 +123,34 @@ def count_frames(path: str) -> int:
   return count
 
 
-def make_direction_dataset(root: str, classes: Sequence[str] = ("right", "left"),
-                           videos_per_class: int = 4,
-                           num_subjects: int = 4) -> str:
-  """Videos whose class is the direction of motion; returns the manifest."""
+def make_direction_dataset(
+    root: str, classes: Sequence[str] = ("right", "left"),
+    videos_per_class: int = 4, num_subjects: int = 4,
+    motions: Optional[Mapping[str, Sequence[Tuple[int, int]]]] = None) -> str:
+  """Videos whose class is the motion of a square; returns the manifest.
+
+  Args:
+    root: where the videos and manifest.csv go.
+    classes: class names.
+    videos_per_class: videos of each class.
+    num_subjects: video i's subject is `s{i % num_subjects}`.
+    motions: {class: (x, y) steps in px per frame}, video i of a class taking
+      step i modulo their number; video i of every class then has the same
+      texture, so only the motion tells the classes apart. None: even classes
+      move 3 px right and odd ones 3 px left, with a texture per video.
+  """
   os.makedirs(root, exist_ok=True)
   rows = []
   for label_index, label in enumerate(classes):
-    step = 3 if label_index % 2 == 0 else -3
     for i in range(videos_per_class):
       name = f"{label}_{i}.mp4"
-      write_moving_square(os.path.join(root, name), step=step,
-                          seed=label_index * 100 + i)
+      if motions is None:
+        step = (3 if label_index % 2 == 0 else -3, 0)
+        seed = label_index * 100 + i
+      else:
+        step, seed = motions[label][i % len(motions[label])], i
+      write_moving_square(os.path.join(root, name), step=step[0],
+                          step_y=step[1], seed=seed)
       rows.append({"path": name, "label": label,
                    "subject": f"s{i % num_subjects}"})
   manifest = os.path.join(root, "manifest.csv")
@@ -142,12 +161,13 @@ def make_direction_dataset(root: str, classes: Sequence[str] = ("right", "left")
   return manifest
 
 
-def prepare_direction_cache(root: str, classes: Sequence[str] = ("right",
-                                                                 "left"),
-                            videos_per_class: int = 4) -> str:
+def prepare_direction_cache(
+    root: str, classes: Sequence[str] = ("right", "left"),
+    videos_per_class: int = 4,
+    motions: Optional[Mapping[str, Sequence[Tuple[int, int]]]] = None) -> str:
   """A prepared cache (RGB and DIS flow at 36 px) of the direction videos."""
   manifest = make_direction_dataset(os.path.join(root, "videos"), classes,
-                                    videos_per_class)
+                                    videos_per_class, motions=motions)
   cache_dir = os.path.join(root, "cache")
   report = data_cache.prepare_dataset(
       cache_dir, manifest=manifest, classes=list(classes),

@@ -9,6 +9,7 @@ never saved.
 
 import contextlib
 import json
+import math
 import os
 import signal
 from typing import Callable, Iterator, NoReturn, Optional, Sequence
@@ -22,6 +23,9 @@ from i3d import config as config_lib
 from i3d import export
 from i3d import kinetics_weights
 from i3d import two_stream
+from i3d.data import cache
+from i3d.data import pipeline
+from i3d.train import batch_norm
 
 CHECKPOINT_SUBDIR = "ckpt"
 
@@ -90,8 +94,11 @@ def initialize_streams(model: two_stream.TwoStreamI3d,
   With `config.init_from`, the streams that run has start from it
   (`restore_run`). The others start from Kinetics, the logits left out: RGB
   from `config.rgb_checkpoint` (default: rgb_scratch, fetched if absent),
-  flow from `config.flow_checkpoint` if given, else by cross-modality
-  initialisation from the RGB checkpoint.
+  flow from `config.flow_checkpoint` if given (statistics included), else by
+  cross-modality initialisation from the RGB checkpoint; its batch-norm
+  statistics are then re-estimated on `config.flow_batch_norm_batches` batches
+  of training flow clips, since the RGB ones do not describe flow activations
+  (`i3d.train.batch_norm`).
   """
   from_run = (restore_run(model, config.init_from, config.classes)
               if config.init_from else ())
@@ -112,6 +119,20 @@ def initialize_streams(model: two_stream.TwoStreamI3d,
                           include_logits=False)
     else:
       checkpoints.init_flow_from_rgb(stream_model, rgb_checkpoint)
+      if config.flow_batch_norm_batches:
+        # Enough finite passes for the batches asked for: cutting an endless
+        # pipeline with take() stalls while its clips in flight are cancelled.
+        num_videos = len(cache.read_cache(config.cache_dir).split_entries(
+            "train"))
+        passes = math.ceil(config.flow_batch_norm_batches *
+                           config.batch_size / max(num_videos, 1))
+        clips = pipeline.make_train_dataset(
+            config.cache_dir, streams=("flow",), num_frames=config.num_frames,
+            crop_size=config.crop_size, batch_size=config.batch_size,
+            seed=config.seed, repeat=passes).take(
+                config.flow_batch_norm_batches)
+        batch_norm.reestimate_statistics(
+            stream_model, "flow", (batch["flow"] for batch in clips))
 
 
 def task_id() -> int:

@@ -29,7 +29,7 @@ FEATURES_SUBDIR = "features"
 # TrainConfig fields that change the cached training features.
 _FEATURE_KEYS = ("cache_dir", "stream", "num_frames", "crop_size", "batch_size",
                  "seed", "feature_views", "rgb_checkpoint", "flow_checkpoint",
-                 "classes", "trainable")
+                 "classes", "trainable", "flow_batch_norm_batches")
 
 
 class StreamStages:
