@@ -1,4 +1,4 @@
-"""Tests for i3d.cross_validation: the report's numbers, text and pictures."""
+"""Tests for i3d.eval.cross_validation: the report's numbers, text and pictures."""
 
 import dataclasses
 import json
@@ -9,8 +9,8 @@ from absl.testing import absltest
 import cv2
 import numpy as np
 
-from i3d import cross_validation
-from i3d import folds
+from i3d.data import splits as folds
+from i3d.eval import cross_validation
 
 CLASSES = ["a", "b"]
 SUBJECTS = {"s1/1": "s1", "s1/2": "s1", "s2/1": "s2", "s3/1": "s3",

@@ -1,7 +1,7 @@
 """Cross-validation reports: pooled, per-fold and per-subject accuracy.
 
-Numpy and OpenCV only, like `i3d.evaluation`, whose metrics every number here
-comes from (`evaluation.evaluate_streams` over the held-out predictions).
+Numpy and OpenCV only; every number comes from `i3d.eval.metrics`
+(`evaluate_streams` over the held-out predictions).
 
 A cross-validation run's `train_dir` holds:
   cross_validation.json    `build_report`'s dict (see its docstring)
@@ -27,9 +27,10 @@ from absl import logging
 import cv2
 import numpy as np
 
-from i3d import evaluation
 from i3d import fileio
-from i3d import folds as folds_lib
+from i3d.data import splits
+from i3d.eval import metrics as metrics_lib
+from i3d.eval import reports
 
 REPORT_JSON = "cross_validation.json"
 REPORT_TEXT = "cross_validation.txt"
@@ -64,11 +65,11 @@ class FoldResult:
     paths: the N eval videos (the fold's eval paths, any order).
     labels: int [N] true class indices.
     logits: {stream: float [N, K]} held-out logits of each stream (no
-      "joint": it is their sum, `evaluation.fuse_streams`).
-    train_metrics: the `evaluation.evaluate_streams` dict of the fold's model
+      "joint": it is their sum, `i3d.eval.metrics.fuse_streams`).
+    train_metrics: the `i3d.eval.metrics.evaluate_streams` dict of the fold's model
       on its own training videos, for the overfitting gap.
   """
-  fold: folds_lib.Fold
+  fold: splits.Fold
   paths: Tuple[str, ...]
   labels: np.ndarray
   logits: Mapping[str, np.ndarray]
@@ -128,8 +129,8 @@ def _pooled(results: Sequence[FoldResult], classes: Sequence[str],
             for s in streams}
   labels = np.concatenate([np.asarray(r.labels) for r in results])
   paths = [p for r in results for p in r.paths]
-  metrics = evaluation.evaluate_streams(logits, labels, classes, top_k)
-  correct = np.argmax(evaluation.fuse_streams(logits), axis=1) == labels
+  metrics = metrics_lib.evaluate_streams(logits, labels, classes, top_k)
+  correct = np.argmax(metrics_lib.fuse_streams(logits), axis=1) == labels
   names = sorted({groups[p] for p in paths})
   index = {n: i for i, n in enumerate(names)}
   group_of = np.array([index[groups[p]] for p in paths])
@@ -203,7 +204,7 @@ def build_report(results: Sequence[FoldResult],
 
   fold_reports = []
   for r in results:
-    metrics = evaluation.evaluate_streams(r.logits, r.labels, classes, top_k)
+    metrics = metrics_lib.evaluate_streams(r.logits, r.labels, classes, top_k)
     fold_reports.append({
         "index": r.fold.index,
         "eval_subjects": list(r.fold.eval_subjects),
@@ -290,7 +291,7 @@ def format_report(report: Mapping[str, Any]) -> str:
   Returns:
     Text: the headline numbers, the folds, the subjects worst first, then
     the pooled per-class report and confusion matrix
-    (`evaluation.format_report`).
+    (`reports.format_report`).
   """
   pooled = report["pooled"]
   low, high = pooled["top1_interval"]
@@ -331,7 +332,7 @@ def format_report(report: Mapping[str, Any]) -> str:
                    f"{','.join(map(str, entry['folds'])):>5s}{flag}")
   # The joint model's report only: the per-stream numbers are in the JSON.
   lines += ["", "Pooled over all held-out videos:",
-            evaluation.format_report({k: v for k, v in pooled.items()
+            reports.format_report({k: v for k, v in pooled.items()
                                       if k != "streams"})]
   return "\n".join(lines)
 

@@ -1,4 +1,4 @@
-"""Tests for i3d.folds: k-fold cross-validation grouped by subject."""
+"""Tests for i3d.data.splits' k-fold cross-validation grouped by subject."""
 
 import collections
 import dataclasses
@@ -7,8 +7,8 @@ import itertools
 from absl.testing import absltest
 from absl.testing import parameterized
 
-from i3d import dataset
-from i3d import folds
+from i3d.data import sources
+from i3d.data import splits as folds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +79,7 @@ class AssignFoldsTest(parameterized.TestCase):
 
   def test_refuses_without_subjects(self):
     videos = _videos({"alice": ["a", "b"]}) + [_Video("x.mp4", "a", None)]
-    with self.assertRaisesRegex(dataset.DatasetError,
+    with self.assertRaisesRegex(sources.DatasetError,
                                 r"1 of 3 videos have no subject \(e.g. "
                                 r"x.mp4\).*overstate.*explicitly"):
       folds.assign_folds(videos, 2)
@@ -95,7 +95,7 @@ class AssignFoldsTest(parameterized.TestCase):
   @parameterized.parameters(1, 4)
   def test_number_of_folds_out_of_range(self, num_folds):
     videos = _videos({"a": ["x"], "b": ["y"], "c": ["x"]})
-    with self.assertRaisesRegex(dataset.DatasetError,
+    with self.assertRaisesRegex(sources.DatasetError,
                                 "2 to 3 folds for 3 subjects"):
       folds.assign_folds(videos, num_folds)
 
