@@ -102,7 +102,7 @@ class InitializationTest(TinyDataTest):
 class TrainingLoopTest(TinyDataTest):
 
   def test_loss_falls(self):
-    trainer = train_loop.Trainer(self.config(num_steps=30, learning_rate=0.2,
+    trainer = train_loop.Trainer(self.config(num_steps=30, learning_rate=0.005,
                                            checkpoint_every=100))
     features = train_features.training_features(trainer.stages,
                                                 trainer.config)

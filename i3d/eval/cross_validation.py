@@ -337,6 +337,28 @@ def format_report(report: Mapping[str, Any]) -> str:
   return "\n".join(lines)
 
 
+def format_learning_curve(curve: Mapping[str, Any]) -> str:
+  """The learning curve as a table: one row per fraction of subjects.
+
+  Args:
+    curve: a `learning_curve` dict.
+
+  Returns:
+    Text, one line per point, fewest training subjects first.
+  """
+  lines = ["Learning curve (held-out top-1 by training subjects per fold, "
+           f"95% interval: {curve['interval_method']}):",
+           "subjects  share   top-1  interval         mean class  train top-1"]
+  for p in curve["points"]:
+    low, high = p["top1_interval"]
+    lines.append(
+        f"{p['train_subjects']:8.3g}  {100 * p['fraction']:4.0f}%  "
+        f"{_percent(p['top1'])}  {_percent(low)}-{_percent(high).strip():6s}"
+        f"   {_percent(p['mean_class_accuracy'])}      "
+        f"{_percent(p['train_top1'])}")
+  return "\n".join(lines)
+
+
 def _text(image: np.ndarray, text: str, origin: Tuple[float, float],
           scale: float = 0.45, color: Tuple[int, int, int] = _BLACK,
           align: str = "left") -> None:

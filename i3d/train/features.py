@@ -3,7 +3,20 @@ cache of the frozen part's outputs (the fast path for small data).
 
 With a frozen part of the backbone (`--trainable` other than `all`) its output
 is computed once for `feature_views` augmented views of each training video
-(`training_features`) and the rest trains on those.
+(`training_features`) and the rest trains on those; `logits_from_features`
+evaluates a split from the cached outputs of its evaluation views.
+
+The cache is kept per video and view, not per run or split:
+
+  FEATURES_DIR/train-SETTINGS/KEY.npz   {stream: [feature_views, ...]}
+  FEATURES_DIR/eval-SETTINGS/KEY.npz    {stream: [views, T', ...]}
+
+KEY is the video's cache key (its content and preprocessing) and SETTINGS a
+hash of the settings that change the frozen part's outputs (streams, clip
+length, crop, views, seed, weights, boundary), so a video's features serve
+every run and every cross-validation fold that shares them and are computed
+once. Each file is written atomically, so an interrupted run keeps the videos
+it finished.
 """
 
 import hashlib
@@ -22,13 +35,18 @@ from i3d import fileio
 from i3d import model as i3d_model
 from i3d.data import cache
 from i3d.data import pipeline
+from i3d.eval import metrics as metrics_lib
 
 FEATURES_SUBDIR = "features"
 
-# TrainConfig fields that change the cached training features.
-_FEATURE_KEYS = ("cache_dir", "stream", "num_frames", "crop_size", "batch_size",
-                 "seed", "feature_views", "rgb_checkpoint", "flow_checkpoint",
-                 "classes", "trainable")
+# TrainConfig fields that change a video's frozen features, of the training
+# views and of the evaluation views. The cache, split and class list do not.
+_TRAIN_VIEW_KEYS = ("stream", "num_frames", "crop_size", "seed",
+                    "feature_views", "rgb_checkpoint", "flow_checkpoint",
+                    "trainable")
+_EVAL_VIEW_KEYS = ("stream", "crop_size", "eval_num_frames", "eval_num_clips",
+                   "eval_num_crops", "rgb_checkpoint", "flow_checkpoint",
+                   "trainable")
 
 
 class StreamStages:
@@ -131,37 +149,130 @@ def frozen_features(stages: Mapping[str, StreamStages],
   return {k: np.concatenate(v) for k, v in outputs.items()}
 
 
+def features_dir(config: config_lib.TrainConfig) -> str:
+  """Where a run's frozen features are cached: `features_dir` or train_dir's."""
+  return config.features_dir or os.path.join(config.train_dir,
+                                             FEATURES_SUBDIR)
+
+
+def _store(config: config_lib.TrainConfig, kind: str) -> str:
+  """The folder of one kind ("train" or "eval") of views for these settings."""
+  keys = _TRAIN_VIEW_KEYS if kind == "train" else _EVAL_VIEW_KEYS
+  settings = {k: v for k, v in config.to_json().items() if k in keys}
+  return os.path.join(features_dir(config), f"{kind}-{_fingerprint(settings)}")
+
+
+def _video_file(store: str, entry: cache.CacheEntry) -> str:
+  return os.path.join(store, f"{entry.key}.npz")
+
+
+def _save_video(store: str, entry: cache.CacheEntry,
+                arrays: Mapping[str, np.ndarray]) -> None:
+  with fileio.atomic_path(_video_file(store, entry)) as tmp:
+    with open(tmp, "wb") as f:
+      np.savez(f, **arrays)
+
+
+def _load_video(store: str, entry: cache.CacheEntry) -> Dict[str, np.ndarray]:
+  with np.load(_video_file(store, entry)) as arrays:
+    return dict(arrays)
+
+
+def _missing(store: str, entries: Sequence[cache.CacheEntry]
+             ) -> List[cache.CacheEntry]:
+  """The entries without a cached file, each once (duplicates share a key)."""
+  unique = {e.key: e for e in entries}
+  return [e for e in unique.values()
+          if not os.path.exists(_video_file(store, e))]
+
+
 def training_features(stages: Mapping[str, StreamStages],
                       config: config_lib.TrainConfig) -> Dict[str, np.ndarray]:
   """Frozen outputs of `feature_views` augmented views per training video.
 
-  Computed once and cached in `train_dir/features/`, keyed by the settings
-  that change them and the cached videos.
+  Each video's views are computed once (`pipeline.make_feature_views_dataset`:
+  view v of a video is the same in every run with these settings) and cached
+  per video in `features_dir(config)`; videos already there are read back.
 
   Args:
-    stages: stream -> its split, with the run's weights.
+    stages: stream -> its split, with the run's frozen weights.
     config: the run's settings.
 
   Returns:
-    {stream: frozen outputs, "label": int32, "index": int32}, one row per
-    view.
+    {stream: frozen outputs [N * feature_views, ...], "label": int32,
+    "index": int32 (the video's position in the training split)}, the views
+    of each training video in split order.
   """
-  entries = cache.read_cache(config.cache_dir).split_entries("train")
-  num_videos = len(entries)
-  num_batches = math.ceil(num_videos * config.feature_views /
-                          config.batch_size)
-  key = _fingerprint({"config": {k: v for k, v in config.to_json().items()
-                                 if k in _FEATURE_KEYS},
-                      "videos": [(e.path, e.key) for e in entries]})
-  path = os.path.join(config.train_dir, FEATURES_SUBDIR, f"train-{key}.npz")
-  if os.path.exists(path):
-    with np.load(path) as cached:
-      return dict(cached)
-  logging.info("Computing frozen features: %d views of %d videos",
-               config.feature_views, num_videos)
-  features = frozen_features(stages, clip_dataset(config, config.seed),
-                             num_batches)
-  with fileio.atomic_path(path) as tmp:
-    with open(tmp, "wb") as f:
-      np.savez(f, **features)
-  return features
+  info = cache.read_cache(config.cache_dir)
+  entries = info.split_entries("train")
+  store = _store(config, "train")
+  missing = _missing(store, entries)
+  if missing:
+    logging.info("Computing frozen features: %d views of %d videos (%d "
+                 "cached)", config.feature_views, len(missing),
+                 len(entries) - len(missing))
+    views = frozen_features(
+        stages, pipeline.make_feature_views_dataset(
+            info, missing, config.streams, config.num_frames,
+            config.crop_size, config.feature_views, config.seed,
+            config.batch_size),
+        math.ceil(len(missing) * config.feature_views / config.batch_size),
+        keep=("index",))
+    for position, entry in enumerate(missing):
+      rows = views["index"] == position
+      _save_video(store, entry, {s: views[s][rows] for s in stages})
+  stored = [_load_video(store, e) for e in entries]
+  return {
+      **{s: np.concatenate([v[s] for v in stored]) for s in stages},
+      "label": np.repeat([e.label_index for e in entries],
+                         config.feature_views).astype(np.int32),
+      "index": np.repeat(np.arange(len(entries)),
+                         config.feature_views).astype(np.int32),
+  }
+
+
+def logits_from_features(stages: Mapping[str, StreamStages],
+                         config: config_lib.TrainConfig,
+                         split: str) -> Dict[str, np.ndarray]:
+  """Each stream's logits of a split's videos, from cached frozen outputs.
+
+  The same multi-view test as `i3d.eval.evaluate.evaluate_model` (the run's
+  `eval_num_*` views, logits averaged over them), but the frozen part runs
+  once per video and view for every run and fold with these settings
+  (cached in `features_dir(config)`); only the trainable part runs here.
+
+  Args:
+    stages: stream -> its split, with the trained weights.
+    config: the run's settings.
+    split: the split of `config.cache_dir` to evaluate.
+
+  Returns:
+    {stream: float64 [N, K] logits}, the split's videos in split order.
+  """
+  info = cache.read_cache(config.cache_dir)
+  entries = info.split_entries(split)
+  store = _store(config, "eval")
+  missing = _missing(store, entries)
+  if missing:
+    logging.info("Computing frozen features of the evaluation views of %d "
+                 "videos (%d cached)", len(missing),
+                 len(entries) - len(missing))
+    frozen = tf.function(lambda x: {s: st.frozen(x[s])
+                                    for s, st in stages.items()},
+                         reduce_retracing=True)
+    for element in pipeline.make_eval_views(
+        info, missing, config.streams, config.eval_num_frames,
+        config.crop_size, config.eval_num_clips, config.eval_num_crops):
+      _save_video(store, missing[int(element["index"])],
+                  {s: v.numpy() for s, v in frozen(element).items()})
+  trainable = tf.function(
+      lambda x: {s: st.trainable(x[s], is_training=False,
+                                 batch_norm_training=False,
+                                 dropout_keep_prob=1.0)
+                 for s, st in stages.items()},
+      reduce_retracing=True)
+  logits = {s: [] for s in stages}
+  for entry in entries:
+    for stream, value in trainable(_load_video(store, entry)).items():
+      logits[stream].append(metrics_lib.average_views(value.numpy()))
+  return {s: np.stack(v) for s, v in logits.items()}
