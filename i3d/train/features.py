@@ -47,6 +47,8 @@ _TRAIN_VIEW_KEYS = ("stream", "num_frames", "crop_size", "seed",
 _EVAL_VIEW_KEYS = ("stream", "crop_size", "eval_num_frames", "eval_num_clips",
                    "eval_num_crops", "rgb_checkpoint", "flow_checkpoint",
                    "trainable")
+# Videos whose training views are computed (and saved) together.
+_CHUNK_VIDEOS = 32
 
 
 class StreamStages:
@@ -207,20 +209,24 @@ def training_features(stages: Mapping[str, StreamStages],
   entries = info.split_entries("train")
   store = _store(config, "train")
   missing = _missing(store, entries)
-  if missing:
-    logging.info("Computing frozen features: %d views of %d videos (%d "
-                 "cached)", config.feature_views, len(missing),
-                 len(entries) - len(missing))
+  logging.info("Frozen features: %d views of %d videos to compute, %d "
+               "cached", config.feature_views, len(missing),
+               len(entries) - len(missing))
+  # In chunks, each saved when done, so that a killed run keeps them.
+  for start in range(0, len(missing), _CHUNK_VIDEOS):
+    chunk = missing[start:start + _CHUNK_VIDEOS]
     views = frozen_features(
         stages, pipeline.make_feature_views_dataset(
-            info, missing, config.streams, config.num_frames,
+            info, chunk, config.streams, config.num_frames,
             config.crop_size, config.feature_views, config.seed,
             config.batch_size),
-        math.ceil(len(missing) * config.feature_views / config.batch_size),
+        math.ceil(len(chunk) * config.feature_views / config.batch_size),
         keep=("index",))
-    for position, entry in enumerate(missing):
+    for position, entry in enumerate(chunk):
       rows = views["index"] == position
       _save_video(store, entry, {s: views[s][rows] for s in stages})
+    logging.info("Frozen features: %d of %d videos done",
+                 start + len(chunk), len(missing))
   stored = [_load_video(store, e) for e in entries]
   return {
       **{s: np.concatenate([v[s] for v in stored]) for s in stages},
@@ -260,11 +266,14 @@ def logits_from_features(stages: Mapping[str, StreamStages],
     frozen = tf.function(lambda x: {s: st.frozen(x[s])
                                     for s, st in stages.items()},
                          reduce_retracing=True)
-    for element in pipeline.make_eval_views(
+    for done, element in enumerate(pipeline.make_eval_views(
         info, missing, config.streams, config.eval_num_frames,
-        config.crop_size, config.eval_num_clips, config.eval_num_crops):
+        config.crop_size, config.eval_num_clips, config.eval_num_crops), 1):
       _save_video(store, missing[int(element["index"])],
                   {s: v.numpy() for s, v in frozen(element).items()})
+      if done % _CHUNK_VIDEOS == 0 or done == len(missing):
+        logging.info("Frozen features of evaluation views: %d of %d videos "
+                     "done", done, len(missing))
   trainable = tf.function(
       lambda x: {s: st.trainable(x[s], is_training=False,
                                  batch_norm_training=False,
