@@ -1,9 +1,8 @@
-"""Tests for i3d.eval.cross_validation: the report's numbers, text and pictures."""
+"""Tests for i3d.eval.cross_validation: the report's numbers and pictures."""
 
 import dataclasses
 import json
 import os
-import tempfile
 
 from absl.testing import absltest
 import cv2
@@ -155,18 +154,18 @@ class LearningCurveAndFilesTest(absltest.TestCase):
                                            SUBJECTS)
     curve = cross_validation.learning_curve({1.0: RESULTS}, CLASSES,
                                             SUBJECTS)
-    with tempfile.TemporaryDirectory() as train_dir:
-      written = cross_validation.write_report(train_dir, report, curve)
-      self.assertCountEqual(os.listdir(train_dir), [
-          "cross_validation.json", "cross_validation.txt",
-          "per_subject_accuracy.png", "learning_curve.json",
-          "learning_curve.png"])
-      with open(written["json"], encoding="utf-8") as f:
-        self.assertEqual(json.load(f)["pooled"]["top1"], 3 / 5)
-      for key in ("per_subject_png", "learning_curve_png"):
-        image = cv2.imread(written[key])
-        self.assertEqual(image.ndim, 3)
-        self.assertGreater(image.shape[0], 100)
+    train_dir = self.create_tempdir().full_path
+    written = cross_validation.write_report(train_dir, report, curve)
+    self.assertCountEqual(os.listdir(train_dir), [
+        "cross_validation.json", "cross_validation.txt",
+        "per_subject_accuracy.png", "learning_curve.json",
+        "learning_curve.png"])
+    with open(written["json"], encoding="utf-8") as f:
+      self.assertEqual(json.load(f)["pooled"]["top1"], 3 / 5)
+    for key in ("per_subject_png", "learning_curve_png"):
+      image = cv2.imread(written[key])
+      self.assertEqual(image.ndim, 3)
+      self.assertGreater(image.shape[0], 100)
 
   def test_failing_subject_is_red(self):
     report = cross_validation.build_report(RESULTS, CLASSES, SUBJECTS,

@@ -2,10 +2,8 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from unittest import mock
 
 from absl.testing import absltest
@@ -47,18 +45,13 @@ class CrossValidationTest(absltest.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.root = tempfile.mkdtemp()
+    cls.root = testdata.class_tempdir(cls)
     cls.cache_dir = testdata.prepare_direction_cache(cls.root, CLASSES)
     cls.rgb_checkpoint = kinetics_weights.fetch_rgb_scratch(
         os.path.join(ROOT, "checkpoints"))
     cls.train_dir = os.path.join(cls.root, "cv")
     cls.counts = cls.run_cross_validation()
     cls.outcome = cls.counts.pop("outcome")
-
-  @classmethod
-  def tearDownClass(cls):
-    shutil.rmtree(cls.root)
-    super().tearDownClass()
 
   @classmethod
   def config(cls) -> config_lib.TrainConfig:
@@ -156,17 +149,16 @@ class CrossValidationTest(absltest.TestCase):
 class ReadReportTest(absltest.TestCase):
 
   def test_unfinished_run_says_how_many_folds_are_done(self):
-    with tempfile.TemporaryDirectory() as train_dir:
-      folds = [splits.Fold(k, (f"s{k}",), (), (f"v{k}",), ()) for k in
-               range(3)]
-      with open(os.path.join(train_dir, splits.FOLDS_FILE), "w",
-                encoding="utf-8") as f:
-        json.dump([fold.to_json() for fold in folds], f)
-      os.makedirs(cross_validation.fold_dir(train_dir, 0))
-      open(os.path.join(cross_validation.fold_dir(train_dir, 0),
-                        cross_validation.FOLD_RESULT_FILE), "w").close()
-      with self.assertRaisesRegex(FileNotFoundError, "1 of 3 folds done"):
-        cross_validation.read_report(train_dir)
+    train_dir = self.create_tempdir().full_path
+    folds = [splits.Fold(k, (f"s{k}",), (), (f"v{k}",), ()) for k in range(3)]
+    with open(os.path.join(train_dir, splits.FOLDS_FILE), "w",
+              encoding="utf-8") as f:
+      json.dump([fold.to_json() for fold in folds], f)
+    os.makedirs(cross_validation.fold_dir(train_dir, 0))
+    open(os.path.join(cross_validation.fold_dir(train_dir, 0),
+                      cross_validation.FOLD_RESULT_FILE), "w").close()
+    with self.assertRaisesRegex(FileNotFoundError, "1 of 3 folds done"):
+      cross_validation.read_report(train_dir)
 
 
 if __name__ == "__main__":

@@ -215,7 +215,8 @@ def assign_folds(videos: Sequence[Video],
   """
   groups = video_groups(videos, grouping)
   if len(groups) != len(videos):
-    raise sources_lib.DatasetError("cross-validation: videos with the same path")
+    raise sources_lib.DatasetError(
+        "cross-validation: videos with the same path")
   paths_by_group: Dict[str, List[str]] = collections.defaultdict(list)
   for v in sorted(videos, key=lambda v: v.path):
     paths_by_group[groups[v.path]].append(v.path)

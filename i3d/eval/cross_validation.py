@@ -66,8 +66,8 @@ class FoldResult:
     labels: int [N] true class indices.
     logits: {stream: float [N, K]} held-out logits of each stream (no
       "joint": it is their sum, `i3d.eval.metrics.fuse_streams`).
-    train_metrics: the `i3d.eval.metrics.evaluate_streams` dict of the fold's model
-      on its own training videos, for the overfitting gap.
+    train_metrics: the `i3d.eval.metrics.evaluate_streams` dict of the
+      fold's model on its own training videos, for the overfitting gap.
   """
   fold: splits.Fold
   paths: Tuple[str, ...]
@@ -318,7 +318,8 @@ def format_report(report: Mapping[str, Any]) -> str:
     metrics = fold["metrics"]
     lines.append(
         f"{fold['index']:4d}  {metrics['num_videos']:6d}  "
-        f"{_percent(metrics['top1'])}  {_percent(metrics['mean_class_accuracy'])}"
+        f"{_percent(metrics['top1'])}  "
+        f"{_percent(metrics['mean_class_accuracy'])}"
         f"      {_percent(fold['train_top1'])}       "
         f"{', '.join(fold['eval_subjects'])}")
   if report["per_subject"]:
