@@ -61,7 +61,7 @@ class CrossValidationTest(absltest.TestCase):
         trainable="logits", learning_rate=0.005, lr_schedule="constant",
         num_steps=3, checkpoint_every=100, log_every=1, feature_views=2,
         rgb_checkpoint=cls.rgb_checkpoint, export=False,
-        cross_validation_folds=2, learning_curve=(50,))
+        cross_validation_folds=2, learning_curve="50")
 
   @classmethod
   def run_cross_validation(cls):
@@ -135,7 +135,7 @@ class CrossValidationTest(absltest.TestCase):
                                 "with other folds"):
       cross_validation.run(config_lib.TrainConfig(**{
           **config.to_json(), "cross_validation_folds": 3,
-          "learning_curve": ()}))
+          "learning_curve": ""}))
 
   def test_evaluate_prints_the_report(self):
     output = subprocess.run(
