@@ -15,6 +15,10 @@ prepared with the run's preprocessing into --cache_dir (default
 DIR/eval_cache); --cache_dir alone evaluates a cache prepare_data.py made
 (every video, or --split).
 
+A cross-validation directory (train.py --cross_validation_folds) is not
+evaluated again: its report (pooled, per fold, per subject, learning curve)
+is printed; evaluate one fold with --checkpoint_dir=DIR/fold-<k>.
+
 Prints the report of each stream and of joint (top-1, top-k, mean class
 accuracy, per-class precision/recall/F1, confusion matrix) and writes to
 --output_dir (default DIR/eval): metrics.json, predictions.csv (one row per
@@ -38,6 +42,8 @@ from absl import logging
 # are spawned and re-import this script; main() imports the rest.
 from i3d import config as config_lib
 from i3d.data import sources as data_sources
+from i3d.data import splits as data_splits
+from i3d.eval import cross_validation as cv_reports
 from i3d.eval import reports as eval_reports
 from i3d import labels
 
@@ -93,6 +99,8 @@ def main(argv: Sequence[str]) -> int:
   manifest = _PREPARE_FLAGS["manifest"].value
   num_frames = _VIEW_FLAGS["eval_num_frames"].value
   train_dir = _CHECKPOINT_DIR.value
+  if os.path.exists(os.path.join(train_dir, data_splits.FOLDS_FILE)):
+    return _print_cross_validation(train_dir)
   new_data = bool(data_dir or manifest)
   failures = ()
   try:
@@ -141,6 +149,22 @@ def main(argv: Sequence[str]) -> int:
   if failures:
     print(_failure_lines(failures), file=sys.stderr)
     return 1
+  return 0
+
+
+def _print_cross_validation(train_dir: str) -> int:
+  """Prints a cross-validation run's report; 2 if it is not finished."""
+  # pylint: disable=g-import-not-at-top
+  from i3d.train import cross_validation
+  # pylint: enable=g-import-not-at-top
+  try:
+    report, curve = cross_validation.read_report(train_dir)
+  except (FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(cv_reports.format_report(report))
+  if curve:
+    print("\n" + cv_reports.format_learning_curve(curve))
   return 0
 
 

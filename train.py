@@ -83,6 +83,22 @@ def _num_steps(config: config_lib.TrainConfig, num_train_videos: int) -> int:
                       config.batch_size))
 
 
+def _cross_validate(config: config_lib.TrainConfig) -> None:
+  """Runs or resumes cross-validation by subject and prints its report."""
+  # pylint: disable=g-import-not-at-top
+  from i3d.eval import cross_validation as cv_reports
+  from i3d.train import cross_validation
+  # pylint: enable=g-import-not-at-top
+  outcome = cross_validation.run(config)
+  if outcome is None:
+    logging.info("Stopped; rerun the same command to resume")
+    return
+  report, curve = outcome
+  print(cv_reports.format_report(report))
+  if curve:
+    print("\n" + cv_reports.format_learning_curve(curve))
+
+
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -123,6 +139,9 @@ def main(argv: Sequence[str]) -> None:
         config, classes=tuple(info.classes), preprocess=info.config,
         num_steps=_num_steps(config, len(info.split_entries("train"))))
     config_lib.save_config(config)
+    if config.cross_validation_folds:
+      _cross_validate(config)
+      return
     trainer = train_loop.Trainer(config)
 
     def evaluate(step: int) -> dict:

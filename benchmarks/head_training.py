@@ -35,7 +35,6 @@ The cache is built from the synthetic generator (DIS flow) unless
 # pylint: disable=protected-access
 
 import gc
-import math
 import os
 import shutil
 import statistics
@@ -140,8 +139,7 @@ def measure(trainable: str, cache_dir: str, checkpoint: str, workdir: str,
       export=False)
   trainer = train_loop.Trainer(config)
   num_videos = len(data_cache.read_cache(cache_dir).split_entries("train"))
-  num_views = math.ceil(num_videos * config.feature_views /
-                        config.batch_size) * config.batch_size
+  num_views = num_videos * config.feature_views
   name = f"{trainable} ({config.stream} {config.num_frames}x" \
          f"{config.crop_size} b{config.batch_size})"
 

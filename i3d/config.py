@@ -390,6 +390,22 @@ class TrainConfig:
   export: bool = setting(
       True, "After training, write the name-based checkpoint and the "
       "SavedModel to train_dir/export.")
+  features_dir: Optional[str] = setting(
+      None, "Where frozen features are cached per video and view; default "
+      "train_dir/features (cross-validation shares one for all folds).",
+      flag=False)
+  cross_validation_folds: int = setting(
+      0, "K >= 2: k-fold cross-validation by subject instead of one "
+      "training, a training per fold in train_dir/fold-<k> and a report; K = "
+      "the number of subjects is leave-one-subject-out. Needs subjects.",
+      min=0)
+  cross_validation_by_video: bool = setting(
+      False, "Cross-validation folds over videos instead of subjects, for "
+      "data without subjects; optimistic, as a person can be on both sides.")
+  learning_curve: str = setting(
+      "", "With cross_validation_folds: also train each fold on these "
+      "percentages of its training subjects, comma-separated (e.g. "
+      "25,50,75), for held-out top-1 against the number of people.")
 
   def __post_init__(self):
     self.classes = tuple(self.classes)
@@ -398,6 +414,14 @@ class TrainConfig:
     if self.eval_num_frames == 0:
       self.eval_num_frames = None
     check_settings(self)
+    if self.cross_validation_folds == 1:
+      raise ValueError("cross_validation_folds must be 0 (off) or >= 2")
+    percents = self.learning_curve_percents
+    if percents and not self.cross_validation_folds:
+      raise ValueError("learning_curve needs cross_validation_folds >= 2")
+    if any(not 0 < p <= 100 for p in percents):
+      raise ValueError("learning_curve percentages must be in (0, 100], got "
+                       f"{self.learning_curve!r}")
     if self.eval_num_frames is None and self.eval_num_clips != 1:
       raise ValueError(
           f"eval_num_clips={self.eval_num_clips} clips of the whole video "
@@ -407,6 +431,20 @@ class TrainConfig:
       raise ValueError(
           f"crop_size {self.crop_size} does not fit frames whose short_side "
           f"is {self.preprocess.short_side}")
+
+  @property
+  def learning_curve_percents(self) -> Tuple[int, ...]:
+    """`learning_curve` as sorted percentages, e.g. (25, 50, 75).
+
+    Raises:
+      ValueError: if an entry is not an integer.
+    """
+    try:
+      return tuple(sorted({int(p) for p in self.learning_curve.split(",")
+                           if p.strip()}))
+    except ValueError as e:
+      raise ValueError("learning_curve must be comma-separated integer "
+                       f"percentages, got {self.learning_curve!r}") from e
 
   @property
   def streams(self) -> Tuple[str, ...]:

@@ -149,7 +149,7 @@ class InitializationTest(TinyDataTest):
 class TrainingLoopTest(TinyDataTest):
 
   def test_loss_falls(self):
-    trainer = train_loop.Trainer(self.config(num_steps=30, learning_rate=0.2,
+    trainer = train_loop.Trainer(self.config(num_steps=30, learning_rate=0.005,
                                            checkpoint_every=100))
     features = train_features.training_features(trainer.stages,
                                                 trainer.config)
@@ -285,6 +285,44 @@ class TrainingLoopTest(TinyDataTest):
     self.assertEqual(set(metrics["streams"]), {"rgb", "flow", "joint"})
     self.assertEqual(metrics["classes"], list(CLASSES))
     self.assertEqual(metrics["num_videos"], 2)
+
+  def test_logits_from_cached_features_equal_evaluate_model(self):
+    for trainable in ("logits", "mixed_5"):
+      config = self.config(num_steps=2, trainable=trainable)
+      trainer = train_loop.Trainer(config)
+      trainer.train()
+      expected = evaluation.evaluate_model(trainer.model, config).logits
+      for _ in range(2):  # Computed, then read back from the cache.
+        logits = train_features.logits_from_features(trainer.stages, config,
+                                                     "eval")
+        for stream in config.streams:
+          np.testing.assert_allclose(logits[stream], expected[stream],
+                                     rtol=1e-4, atol=1e-4, err_msg=trainable)
+
+  def test_training_views_are_the_same_in_any_training_set(self):
+    # A video's cached views depend on the video and the settings, not on
+    # the other videos of the split: features of one video computed alone
+    # equal its features computed with the rest of the split.
+    config = self.config()
+    trainer = train_loop.Trainer(config)
+    info = data_cache.read_cache(self.cache_dir)
+    entries = info.split_entries("train")
+
+    def views(videos):
+      batches = data_pipeline.make_feature_views_dataset(
+          info, videos, config.streams, config.num_frames, config.crop_size,
+          num_views=2, seed=config.seed, batch_size=3)
+      return train_features.frozen_features(trainer.stages, batches,
+                                            keep=("index", "view"))
+
+    together, alone = views(entries), views(entries[2:3])
+    rows = together["index"] == 2
+    np.testing.assert_array_equal(together["view"][rows], alone["view"])
+    for stream in config.streams:
+      np.testing.assert_allclose(together[stream][rows], alone[stream],
+                                 rtol=1e-5, atol=1e-5)
+    # The two views differ (different augmentations).
+    self.assertFalse(np.allclose(alone["rgb"][0], alone["rgb"][1]))
 
   def test_load_trained_model_and_its_errors(self):
     config = self.config(num_steps=2)

@@ -554,3 +554,49 @@ def read_cache(cache_dir: str) -> CacheInfo:
       entries=entries,
       splits=split_paths,
       failures=tuple(sources_lib.Failure(**f) for f in metadata["failures"]))
+
+
+def write_split_view(cache_dir: str, view_dir: str,
+                     train_paths: Sequence[str],
+                     eval_paths: Sequence[str]) -> str:
+  """A cache directory with other splits over the same prepared videos.
+
+  `view_dir` gets a copy of the cache's metadata, its own splits.json and a
+  `videos` link to the cache's prepared videos, so everything that reads a
+  cache (training, evaluation, evaluate.py) reads the videos of `cache_dir`
+  with these splits, and nothing is decoded or stored twice: one view per
+  cross-validation fold. Rewritten on every call.
+
+  Args:
+    cache_dir: a prepared cache.
+    view_dir: the view's directory (created if needed).
+    train_paths: the training videos' paths (as in the cache's entries).
+    eval_paths: the evaluation videos' paths.
+
+  Returns:
+    `view_dir`.
+
+  Raises:
+    DatasetError: if the cache is not prepared or a path is not one of its
+      videos.
+  """
+  info = read_cache(cache_dir)
+  unknown = sorted((set(train_paths) | set(eval_paths)) -
+                   {e.path for e in info.entries})
+  if unknown:
+    raise sources_lib.DatasetError(
+        f"{cache_dir}: no prepared video {unknown[0]} for the split view "
+        f"{view_dir}")
+  os.makedirs(view_dir, exist_ok=True)
+  with open(os.path.join(cache_dir, METADATA_FILE), encoding="utf-8") as f:
+    fileio.write_text(os.path.join(view_dir, METADATA_FILE), f.read())
+  fileio.write_json(os.path.join(view_dir, SPLITS_FILE), {
+      "method": "view", "cache_dir": os.path.abspath(cache_dir),
+      "train": sorted(train_paths), "eval": sorted(eval_paths)})
+  link = os.path.join(view_dir, _VIDEOS_DIR)
+  target = os.path.abspath(os.path.join(cache_dir, _VIDEOS_DIR))
+  if os.path.islink(link) and os.readlink(link) != target:
+    os.remove(link)
+  if not os.path.islink(link):
+    os.symlink(target, link)
+  return view_dir

@@ -88,19 +88,36 @@ def _split_source(
     crop_size: int) -> tuple[list[cache.CacheEntry], dict[str, list[Any]]]:
   """Checks a split; returns its entries and per-video columns."""
   info = cache.read_cache(cache_dir)
+  entries = _nonempty_split(info, split)
+  return entries, _entry_columns(info, entries, streams, crop_size)
+
+
+def _nonempty_split(info: cache.CacheInfo,
+                    split: str) -> list[cache.CacheEntry]:
   entries = info.split_entries(split)
   if not entries:
-    raise sources.DatasetError(f"{cache_dir}: the {split!r} split is empty")
+    raise sources.DatasetError(
+        f"{info.cache_dir}: the {split!r} split is empty")
+  return entries
+
+
+def _entry_columns(info: cache.CacheInfo, entries: Sequence[cache.CacheEntry],
+                   streams: Sequence[str],
+                   crop_size: int) -> dict[str, list[Any]]:
+  """Checks videos against the streams and crop; returns per-video columns.
+
+  "index" is a video's position in `entries`.
+  """
   for entry in entries:
     if not set(streams) <= set(entry.streams):
       raise sources.DatasetError(
-          f"{cache_dir}: {entry.path} has streams {entry.streams}, not "
+          f"{info.cache_dir}: {entry.path} has streams {entry.streams}, not "
           f"{streams}; prepare the data with --streams={','.join(streams)}")
     try:
       preprocess.check_crop_fits(crop_size, min(entry.height, entry.width))
     except ValueError as e:
-      raise sources.DatasetError(f"{cache_dir}: {entry.path} "
-                         f"({entry.height}x{entry.width}): {e}") from e
+      raise sources.DatasetError(f"{info.cache_dir}: {entry.path} "
+                                 f"({entry.height}x{entry.width}): {e}") from e
   columns = {
       "index": list(range(len(entries))),
       "label": [e.label_index for e in entries],
@@ -110,7 +127,7 @@ def _split_source(
   }
   for stream in streams:
     columns[f"{stream}_path"] = [info.stream_path(e, stream) for e in entries]
-  return entries, columns
+  return columns
 
 
 def _per_video_dataset(columns: dict[str, list[Any]]) -> tf.data.Dataset:
@@ -120,6 +137,42 @@ def _per_video_dataset(columns: dict[str, list[Any]]) -> tf.data.Dataset:
           tf.constant(values, tf.string if name.endswith("_path") else tf.int32)
       for name, values in columns.items()
   })
+
+
+def _augmented_clip(element: dict[str, tf.Tensor], element_seed: tf.Tensor,
+                    streams: Sequence[str], num_frames: int,
+                    crop_size: int) -> dict[str, tf.Tensor]:
+  """One training clip of a video, its augmentation drawn from a seed.
+
+  The start is uniform (a video shorter than the clip starts at 0 and loops),
+  the crop position uniform, the mirror a coin flip; the streams share them.
+  """
+  seeds = [
+      tf.stack([element_seed, tf.constant(i, tf.int64)]) for i in range(4)
+  ]
+  total = element["video_frames"]
+
+  def uniform_below(limit: tf.Tensor, draw: int) -> tf.Tensor:
+    return tf.random.stateless_uniform(
+        [], seeds[draw], minval=0, maxval=limit, dtype=tf.int32)
+
+  start = uniform_below(tf.maximum(total - num_frames, 0) + 1, 0)
+  top = uniform_below(element["height"] - crop_size + 1, 1)
+  left = uniform_below(element["width"] - crop_size + 1, 2)
+  mirror = tf.random.stateless_uniform([], seeds[3]) < 0.5
+  indices = clip_frame_indices(start, num_frames, total)
+  clip = {"label": element["label"], "index": element["index"]}
+  for stream in streams:
+    frames = _frames_at(element[f"{stream}_path"], stream, indices)
+    frames = frames[:, top:top + crop_size, left:left + crop_size]
+    frames = tf.cond(
+        mirror,
+        lambda f=frames, s=stream: _flip_horizontally(f, s),
+        lambda f=frames: f)
+    frames.set_shape([num_frames, crop_size, crop_size,
+                      streams_lib.CHANNELS[stream]])
+    clip[stream] = frames
+  return clip
 
 
 def make_train_dataset(cache_dir: str,
@@ -164,35 +217,6 @@ def make_train_dataset(cache_dir: str,
   streams = streams_lib.parse_streams(streams)
   entries, columns = _split_source(cache_dir, split, streams, crop_size)
 
-  def make_clip(element: dict[str, tf.Tensor],
-                element_seed: tf.Tensor) -> dict[str, tf.Tensor]:
-    seeds = [
-        tf.stack([element_seed, tf.constant(i, tf.int64)]) for i in range(4)
-    ]
-    total = element["video_frames"]
-
-    def uniform_below(limit: tf.Tensor, draw: int) -> tf.Tensor:
-      return tf.random.stateless_uniform(
-          [], seeds[draw], minval=0, maxval=limit, dtype=tf.int32)
-
-    start = uniform_below(tf.maximum(total - num_frames, 0) + 1, 0)
-    top = uniform_below(element["height"] - crop_size + 1, 1)
-    left = uniform_below(element["width"] - crop_size + 1, 2)
-    mirror = tf.random.stateless_uniform([], seeds[3]) < 0.5
-    indices = clip_frame_indices(start, num_frames, total)
-    clip = {"label": element["label"], "index": element["index"]}
-    for stream in streams:
-      frames = _frames_at(element[f"{stream}_path"], stream, indices)
-      frames = frames[:, top:top + crop_size, left:left + crop_size]
-      frames = tf.cond(
-          mirror,
-          lambda f=frames, s=stream: _flip_horizontally(f, s),
-          lambda f=frames: f)
-      frames.set_shape([num_frames, crop_size, crop_size,
-                        streams_lib.CHANNELS[stream]])
-      clip[stream] = frames
-    return clip
-
   dataset = _per_video_dataset(columns)
   dataset = dataset.shuffle(
       len(entries), seed=seed, reshuffle_each_iteration=True)
@@ -202,9 +226,74 @@ def make_train_dataset(cache_dir: str,
   elif repeat > 1:
     dataset = dataset.repeat(repeat)
   dataset = tf.data.Dataset.zip((dataset, tf.data.Dataset.random(seed=seed)))
-  dataset = dataset.map(make_clip, num_parallel_calls=tf.data.AUTOTUNE)
+  dataset = dataset.map(
+      lambda element, element_seed: _augmented_clip(
+          element, element_seed, streams, num_frames, crop_size),
+      num_parallel_calls=tf.data.AUTOTUNE)
   dataset = dataset.batch(batch_size, drop_remainder=endless)
   return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def video_seed(entry: cache.CacheEntry) -> int:
+  """A seed in [0, 2**28) from a video's cache key (a hex content hash)."""
+  return int(entry.key[:7], 16)
+
+
+def make_feature_views_dataset(info: cache.CacheInfo,
+                               entries: Sequence[cache.CacheEntry],
+                               streams: Sequence[str] = streams_lib.STREAMS,
+                               num_frames: int = 64,
+                               crop_size: int = 224,
+                               num_views: int = 8,
+                               seed: int = 0,
+                               batch_size: int = 8) -> tf.data.Dataset:
+  """`num_views` augmented training clips of each video, once, in order.
+
+  View v of a video is augmented as `make_train_dataset` augments a clip,
+  from a seed made of `seed`, the video's content key and v: the same
+  whichever other videos come with it, so the frozen features of a view can
+  be cached per video and shared by every training set that holds the video
+  (e.g. the folds of a cross-validation). The pipeline is finite, so it ends
+  by itself with nothing in flight to cancel.
+
+  Args:
+    info: the cache (`cache.read_cache`).
+    entries: the videos, some of `info.entries`.
+    streams: a subset of the cached streams.
+    num_frames: frames per clip.
+    crop_size: side of the square crop.
+    num_views: clips per video.
+    seed: the run's seed.
+    batch_size: clips per batch; the last batch may be smaller.
+
+  Returns:
+    Batches, video-major (the views of entries[0], then of entries[1], ...):
+    "rgb" float32 [B, num_frames, crop, crop, 3] and/or "flow" float32
+    [B, num_frames, crop, crop, 2] in [-1, 1], "label" int32 [B], "index"
+    int32 [B] (position in `entries`) and "view" int64 [B].
+
+  Raises:
+    DatasetError: if the streams or crop do not fit the videos.
+  """
+  streams = streams_lib.parse_streams(streams)
+  columns = _entry_columns(info, entries, streams, crop_size)
+  columns["video_seed"] = [video_seed(e) for e in entries]
+
+  def make_view(element: dict[str, tf.Tensor],
+                view: tf.Tensor) -> dict[str, tf.Tensor]:
+    element_seed = ((tf.cast(element["video_seed"], tf.int64) * 4096 +
+                     view) * 65537 + seed)
+    clip = _augmented_clip(element, element_seed, streams, num_frames,
+                           crop_size)
+    clip["view"] = view
+    return clip
+
+  dataset = _per_video_dataset(columns).flat_map(
+      lambda element: tf.data.Dataset.zip((
+          tf.data.Dataset.from_tensors(element).repeat(num_views),
+          tf.data.Dataset.range(num_views))))
+  dataset = dataset.map(make_view, num_parallel_calls=tf.data.AUTOTUNE)
+  return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def evenly_spaced_starts(total: int, num_frames: int,
@@ -265,6 +354,38 @@ def make_eval_dataset(cache_dir: str,
     ValueError: for num_crops other than 1 or 3, num_clips < 1, several
       clips of whole videos, or a window or windows_per_batch below 1.
   """
+  info = cache.read_cache(cache_dir)
+  return make_eval_views(info, _nonempty_split(info, split), streams,
+                         num_frames, crop_size, num_clips, num_crops, window,
+                         windows_per_batch)
+
+
+def make_eval_views(info: cache.CacheInfo,
+                    entries: Sequence[cache.CacheEntry],
+                    streams: Sequence[str] = streams_lib.STREAMS,
+                    num_frames: int | None = None,
+                    crop_size: int = 224,
+                    num_clips: int = 1,
+                    num_crops: int = 1,
+                    window: int = preprocess.MAX_CLIP_FRAMES,
+                    windows_per_batch: int = 1) -> tf.data.Dataset:
+  """Evaluation views of the given videos, in order (see make_eval_dataset).
+
+  Args:
+    info: the cache (`cache.read_cache`).
+    entries: the videos, some of `info.entries`; "index" is the position in
+      it.
+    streams, num_frames, crop_size, num_clips, num_crops, window,
+      windows_per_batch: as for `make_eval_dataset`.
+
+  Returns:
+    Elements as `make_eval_dataset`'s (a whole video longer than `window`
+    spans several).
+
+  Raises:
+    DatasetError: if the streams or crop do not fit.
+    ValueError: for impossible views.
+  """
   streams = streams_lib.parse_streams(streams)
   if num_clips < 1 or (num_frames is None and num_clips != 1):
     raise ValueError(
@@ -272,7 +393,7 @@ def make_eval_dataset(cache_dir: str,
   if window < 1 or windows_per_batch < 1:
     raise ValueError(f"window and windows_per_batch must be >= 1, got "
                      f"{window} and {windows_per_batch}")
-  entries, columns = _split_source(cache_dir, split, streams, crop_size)
+  columns = _entry_columns(info, entries, streams, crop_size)
   columns["clip_starts"] = [
       evenly_spaced_starts(e.video_frames, num_frames or e.video_frames,
                            num_clips)

@@ -3,7 +3,20 @@ cache of the frozen part's outputs (the fast path for small data).
 
 With a frozen part of the backbone (`--trainable` other than `all`) its output
 is computed once for `feature_views` augmented views of each training video
-(`training_features`) and the rest trains on those.
+(`training_features`) and the rest trains on those; `logits_from_features`
+evaluates a split from the cached outputs of its evaluation views.
+
+The cache is kept per video and view, not per run or split:
+
+  FEATURES_DIR/train-SETTINGS/KEY.npz   {stream: [feature_views, ...]}
+  FEATURES_DIR/eval-SETTINGS/KEY.npz    {stream: [views, T', ...]}
+
+KEY is the video's cache key (its content and preprocessing) and SETTINGS a
+hash of the settings that change the frozen part's outputs (streams, clip
+length, crop, views, seed, weights, boundary), so a video's features serve
+every run and every cross-validation fold that shares them and are computed
+once. Each file is written atomically, so an interrupted run keeps the videos
+it finished.
 """
 
 import hashlib
@@ -23,13 +36,20 @@ from i3d import model as i3d_model
 from i3d import precision
 from i3d.data import cache
 from i3d.data import pipeline
+from i3d.eval import metrics as metrics_lib
 
 FEATURES_SUBDIR = "features"
 
-# TrainConfig fields that change the cached training features.
-_FEATURE_KEYS = ("cache_dir", "stream", "num_frames", "crop_size", "batch_size",
-                 "seed", "feature_views", "rgb_checkpoint", "flow_checkpoint",
-                 "classes", "trainable", "flow_batch_norm_batches")
+# TrainConfig fields that change a video's frozen features, of the training
+# views and of the evaluation views. The cache, split and class list do not.
+_FROZEN_WEIGHT_KEYS = ("stream", "rgb_checkpoint", "flow_checkpoint",
+                      "init_from", "trainable", "flow_batch_norm_batches")
+_TRAIN_VIEW_KEYS = _FROZEN_WEIGHT_KEYS + ("num_frames", "crop_size", "seed",
+                                          "feature_views")
+_EVAL_VIEW_KEYS = _FROZEN_WEIGHT_KEYS + ("crop_size", "eval_num_frames",
+                                         "eval_num_clips", "eval_num_crops")
+# Videos whose training views are computed (and saved) together.
+_CHUNK_VIDEOS = 32
 
 
 class StreamStages:
@@ -143,42 +163,155 @@ def frozen_features(stages: Mapping[str, StreamStages],
   return {k: np.concatenate(v) for k, v in outputs.items()}
 
 
+def features_dir(config: config_lib.TrainConfig) -> str:
+  """Where a run's frozen features are cached: `features_dir` or train_dir's."""
+  return config.features_dir or os.path.join(config.train_dir,
+                                             FEATURES_SUBDIR)
+
+
+def _store(config: config_lib.TrainConfig, kind: str, bfloat16: bool) -> str:
+  """The folder of one kind ("train" or "eval") of views for these settings.
+
+  Re-estimated flow batch-norm statistics come from the training split's
+  clips (`i3d.train.batch_norm`), so its videos are part of the key then:
+  folds with other training subjects get their own features.
+  """
+  keys = _TRAIN_VIEW_KEYS if kind == "train" else _EVAL_VIEW_KEYS
+  settings = {k: v for k, v in config.to_json().items() if k in keys}
+  if ("flow" in config.streams and not config.flow_checkpoint and
+      config.flow_batch_norm_batches):
+    settings["flow_statistics_videos"] = sorted(
+        e.key for e in cache.read_cache(config.cache_dir).split_entries(
+            "train"))
+  # bfloat16 features differ from float32 ones by about 1%.
+  if bfloat16:
+    settings["bfloat16"] = True
+  return os.path.join(features_dir(config), f"{kind}-{_fingerprint(settings)}")
+
+
+def _video_file(store: str, entry: cache.CacheEntry) -> str:
+  return os.path.join(store, f"{entry.key}.npz")
+
+
+def _save_video(store: str, entry: cache.CacheEntry,
+                arrays: Mapping[str, np.ndarray]) -> None:
+  with fileio.atomic_path(_video_file(store, entry)) as tmp:
+    with open(tmp, "wb") as f:
+      np.savez(f, **arrays)
+
+
+def _load_video(store: str, entry: cache.CacheEntry) -> Dict[str, np.ndarray]:
+  with np.load(_video_file(store, entry)) as arrays:
+    return dict(arrays)
+
+
+def _missing(store: str, entries: Sequence[cache.CacheEntry]
+             ) -> List[cache.CacheEntry]:
+  """The entries without a cached file, each once (duplicates share a key)."""
+  unique = {e.key: e for e in entries}
+  return [e for e in unique.values()
+          if not os.path.exists(_video_file(store, e))]
+
+
 def training_features(stages: Mapping[str, StreamStages],
                       config: config_lib.TrainConfig) -> Dict[str, np.ndarray]:
   """Frozen outputs of `feature_views` augmented views per training video.
 
-  Computed once and cached in `train_dir/features/`, keyed by the settings
-  that change them and the cached videos.
+  Each video's views are computed once (`pipeline.make_feature_views_dataset`:
+  view v of a video is the same in every run with these settings) and cached
+  per video in `features_dir(config)`; videos already there are read back.
 
   Args:
-    stages: stream -> its split, with the run's weights.
+    stages: stream -> its split, with the run's frozen weights.
     config: the run's settings.
 
   Returns:
-    {stream: frozen outputs, "label": int32, "index": int32}, one row per
-    view.
+    {stream: frozen outputs [N * feature_views, ...], "label": int32,
+    "index": int32 (the video's position in the training split)}, the views
+    of each training video in split order.
   """
-  entries = cache.read_cache(config.cache_dir).split_entries("train")
-  num_videos = len(entries)
-  num_batches = math.ceil(num_videos * config.feature_views /
-                          config.batch_size)
+  info = cache.read_cache(config.cache_dir)
+  entries = info.split_entries("train")
   bfloat16 = precision.use_inference_bfloat16(config.inference_bfloat16)
-  # bfloat16 features differ from float32 ones by about 1%; float32 caches
-  # keep the keys they had before bfloat16 existed.
-  key = _fingerprint({"config": {k: v for k, v in config.to_json().items()
-                                 if k in _FEATURE_KEYS},
-                      "videos": [(e.path, e.key) for e in entries],
-                      **({"bfloat16": True} if bfloat16 else {})})
-  path = os.path.join(config.train_dir, FEATURES_SUBDIR, f"train-{key}.npz")
-  if os.path.exists(path):
-    with np.load(path) as cached:
-      return dict(cached)
-  logging.info("Computing frozen features: %d views of %d videos",
-               config.feature_views, num_videos)
-  features = frozen_features(
-      stages, clip_dataset(config, config.seed, repeat=config.feature_views),
-      num_batches, bfloat16=bfloat16)
-  with fileio.atomic_path(path) as tmp:
-    with open(tmp, "wb") as f:
-      np.savez(f, **features)
-  return features
+  store = _store(config, "train", bfloat16)
+  missing = _missing(store, entries)
+  logging.info("Frozen features: %d views of %d videos to compute, %d "
+               "cached", config.feature_views, len(missing),
+               len(entries) - len(missing))
+  # In chunks, each saved when done, so that a killed run keeps them.
+  for start in range(0, len(missing), _CHUNK_VIDEOS):
+    chunk = missing[start:start + _CHUNK_VIDEOS]
+    views = frozen_features(
+        stages, pipeline.make_feature_views_dataset(
+            info, chunk, config.streams, config.num_frames,
+            config.crop_size, config.feature_views, config.seed,
+            config.batch_size),
+        math.ceil(len(chunk) * config.feature_views / config.batch_size),
+        keep=("index",), bfloat16=bfloat16)
+    for position, entry in enumerate(chunk):
+      rows = views["index"] == position
+      _save_video(store, entry, {s: views[s][rows] for s in stages})
+    logging.info("Frozen features: %d of %d videos done",
+                 start + len(chunk), len(missing))
+  stored = [_load_video(store, e) for e in entries]
+  return {
+      **{s: np.concatenate([v[s] for v in stored]) for s in stages},
+      "label": np.repeat([e.label_index for e in entries],
+                         config.feature_views).astype(np.int32),
+      "index": np.repeat(np.arange(len(entries)),
+                         config.feature_views).astype(np.int32),
+  }
+
+
+def logits_from_features(stages: Mapping[str, StreamStages],
+                         config: config_lib.TrainConfig,
+                         split: str) -> Dict[str, np.ndarray]:
+  """Each stream's logits of a split's videos, from cached frozen outputs.
+
+  The same multi-view test as `i3d.eval.evaluate.evaluate_model` (the run's
+  `eval_num_*` views, logits averaged over them), but the frozen part runs
+  once per video and view for every run and fold with these settings
+  (cached in `features_dir(config)`); only the trainable part runs here.
+
+  Args:
+    stages: stream -> its split, with the trained weights.
+    config: the run's settings.
+    split: the split of `config.cache_dir` to evaluate.
+
+  Returns:
+    {stream: float64 [N, K] logits}, the split's videos in split order.
+  """
+  info = cache.read_cache(config.cache_dir)
+  entries = info.split_entries(split)
+  store = _store(config, "eval", bfloat16=False)
+  missing = _missing(store, entries)
+  if missing:
+    logging.info("Computing frozen features of the evaluation views of %d "
+                 "videos (%d cached)", len(missing),
+                 len(entries) - len(missing))
+    frozen = tf.function(lambda x: {s: st.frozen(x[s])
+                                    for s, st in stages.items()},
+                         reduce_retracing=True)
+    # A whole video longer than the window spans several elements, which
+    # may interleave with other videos' elements.
+    views: Dict[int, Dict[str, List[np.ndarray]]] = {}
+    for element in pipeline.make_eval_views(
+        info, missing, config.streams, config.eval_num_frames,
+        config.crop_size, config.eval_num_clips, config.eval_num_crops):
+      video = views.setdefault(int(element["index"]), {s: [] for s in stages})
+      for stream, value in frozen(element).items():
+        video[stream].append(value.numpy())
+    for position, video in views.items():
+      _save_video(store, missing[position],
+                  {s: np.concatenate(v) for s, v in video.items()})
+  trainable = tf.function(
+      lambda x: {s: st.trainable(x[s], is_training=False,
+                                 batch_norm_training=False,
+                                 dropout_keep_prob=1.0)
+                 for s, st in stages.items()},
+      reduce_retracing=True)
+  logits = {s: [] for s in stages}
+  for entry in entries:
+    for stream, value in trainable(_load_video(store, entry)).items():
+      logits[stream].append(metrics_lib.average_views(value.numpy()))
+  return {s: np.stack(v) for s, v in logits.items()}
