@@ -36,7 +36,6 @@ from typing import Sequence
 
 from absl import app
 from absl import flags
-from absl import logging
 
 # Only TensorFlow-free modules here: the processes that prepare new videos
 # are spawned and re-import this script; main() imports the rest.
@@ -140,7 +139,6 @@ def main(argv: Sequence[str]) -> int:
       eval_reports.write_metrics_json(_OUTPUT_JSON.value, result.metrics)
       written["output_json"] = _OUTPUT_JSON.value
   except (ValueError, OSError) as e:
-    logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)
     if failures:
       print(_failure_lines(failures), file=sys.stderr)

@@ -293,7 +293,6 @@ def main(argv: Sequence[str]) -> None:
       else:
         _print_single(record, classifier, logits)
   except (ValueError, OSError) as e:
-    logging.error("%s", e)
     sys.exit(f"error: {e}")
   if _OUTPUT_JSON.value:
     output = results if batch else results[0]

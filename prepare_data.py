@@ -9,11 +9,11 @@ every video was prepared, 1 when some failed (listed in the summary), and 2 when
 the dataset could not be read as given.
 """
 
+import sys
 from typing import Sequence
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from i3d import config as config_lib
 from i3d import streams as streams_lib
@@ -52,7 +52,7 @@ def main(argv: Sequence[str]) -> int:
   except ValueError as e:
     # Configuration problems (bad manifest, unknown label, bad settings) are
     # reported as one clear line, not a traceback.
-    logging.error("%s", e)
+    print(f"error: {e}", file=sys.stderr)
     return 2
   # prepare_dataset has logged the summary, failures included.
   return 0 if report.ok else 1

@@ -50,6 +50,11 @@ def _check_clip(clip: np.ndarray, path: str) -> np.ndarray:
   return clip.astype(np.float32)
 
 
+def _check_exists(path: str) -> None:
+  if not os.path.isfile(path):
+    raise ClipError(f"{path}: file not found")
+
+
 def load_npy_clip(path: str) -> np.ndarray:
   """Loads a preprocessed clip saved with `np.save` (DeepMind's sample format).
 
@@ -63,10 +68,13 @@ def load_npy_clip(path: str) -> np.ndarray:
   Raises:
     ClipError: if the file is missing, not a numpy array or of the wrong shape.
   """
+  _check_exists(path)
   try:
     clip = np.load(path, allow_pickle=False)
   except (OSError, ValueError) as e:
-    raise ClipError(f"{path}: cannot read as a .npy array ({e})") from e
+    # numpy's own message suggests unpickling, which runs arbitrary code.
+    raise ClipError(f"{path}: not a .npy array of numbers (np.save's "
+                    "format)") from e
   return _check_clip(clip, path)
 
 
@@ -83,6 +91,7 @@ def load_gif_clip(path: str, channels: int = 3) -> np.ndarray:
   Raises:
     ClipError: if the GIF cannot be decoded.
   """
+  _check_exists(path)
   capture = cv2.VideoCapture(path)
   frames = []
   while True:
