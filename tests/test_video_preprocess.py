@@ -332,7 +332,7 @@ class LyingMetadataTest(parameterized.TestCase):
     encoded = video_preprocess.encode_video(recording, ("rgb", "flow"),
                                  video_preprocess.PreprocessConfig(short_side=64,
                                                         flow_algorithm="dis"))
-    self.assertEqual(encoded.num_frames, len(frames))
+    self.assertEqual(encoded.video_frames, len(frames))
 
   def read(self, timestamps_ms, frame_count=0.0, fps=0.0, fps_out=25.0):
     capture = _FakeCapture(timestamps_ms, frame_count, fps)

@@ -1,4 +1,4 @@
-"""@shared: DeepMind's kinetics-i3d ground truth and real-world input cases.
+"""@shared: DeepMind's kinetics-i3d ground truth.
 
 The tests read <repo>/../shared/reference/... relative to their own file.
 Under Bazel a test's file is <runfiles>/i3d_exercise/tests/test_x.py, so that
@@ -16,12 +16,6 @@ filegroup(
     srcs = glob(["reference/**"]),
     visibility = ["//visibility:public"],
 )
-
-filegroup(
-    name = "cases",
-    srcs = glob(["cases/**"]),
-    visibility = ["//visibility:public"],
-)
 """
 
 def _shared_reference_impl(rctx):
@@ -30,7 +24,7 @@ def _shared_reference_impl(rctx):
         # The checkout's parent directory, then shared/.
         workspace = rctx.path(Label("@//:WORKSPACE")).dirname
         shared = str(workspace.dirname) + "/shared"
-    for name in ("reference", "cases"):
+    for name in ("reference",):
         directory = rctx.path(shared + "/" + name)
         if directory.exists:
             rctx.symlink(directory, name)
