@@ -2,6 +2,10 @@
 
 from absl import flags
 
+# Before any test module imports TensorFlow: i3d turns oneDNN on (see
+# i3d/__init__.py).
+import i3d  # pylint: disable=unused-import
+
 
 def pytest_configure(config):
   del config  # Unused.

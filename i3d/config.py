@@ -354,9 +354,10 @@ class TrainConfig:
       "of its files or directory); default: cross-modality init from the RGB "
       "weights.")
   flow_batch_norm_batches: int = setting(
-      10, "Without --flow_checkpoint, batches of training flow clips on which "
-      "the cross-modality initialised flow stream re-estimates its batch-norm "
-      "statistics before training (0 keeps the RGB checkpoint's, which do not "
+      10, "Without --flow_checkpoint, the cross-modality initialised flow "
+      "stream re-estimates its batch-norm statistics before training on the "
+      "flow clips of this many training batches (--batch_size clips each, "
+      "run in batches of at least 16; 0 keeps the RGB checkpoint's, which do not "
       "describe flow activations: see i3d.train.batch_norm).", min=0)
   init_from: Optional[str] = setting(
       None, "A previous run's train_dir to start from (e.g. runs/demo) "

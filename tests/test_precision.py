@@ -1,6 +1,8 @@
 """Tests for i3d.precision: bfloat16 detection and scoped Grappler options."""
 
 import os
+import subprocess
+import sys
 import tempfile
 
 from absl.testing import absltest
@@ -12,6 +14,7 @@ from i3d import checkpoints
 from i3d import precision
 from i3d import two_stream
 from i3d.eval import classify
+from tests import testdata
 
 _OPTION = "auto_mixed_precision_onednn_bfloat16"
 
@@ -47,6 +50,25 @@ class DetectionTest(parameterized.TestCase):
                      precision.cpu_has_bfloat16())
     with self.assertRaisesRegex(ValueError, "inference_bfloat16"):
       precision.use_inference_bfloat16("yes")
+
+
+class OneDnnTest(parameterized.TestCase):
+  """Importing i3d before TensorFlow turns TensorFlow's oneDNN kernels on."""
+
+  @parameterized.parameters((None, "True"), ("0", "False"))
+  def test_onednn_unless_turned_off(self, setting, expected):
+    env = {k: v for k, v in os.environ.items()
+           if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if setting is not None:
+      env["TF_ENABLE_ONEDNN_OPTS"] = setting
+    env["PYTHONPATH"] = os.pathsep.join(
+        [testdata.ROOT] + ([env["PYTHONPATH"]] if "PYTHONPATH" in env else []))
+    code = ("import i3d\n"
+            "from tensorflow.python.util import _pywrap_util_port\n"
+            "print(_pywrap_util_port.IsMklEnabled())")
+    result = subprocess.run([sys.executable, "-c", code], env=env,
+                            capture_output=True, text=True, check=True)
+    self.assertEqual(result.stdout.split()[-1], expected)
 
 
 class ScopeTest(absltest.TestCase):

@@ -15,6 +15,13 @@ Normalization For Practical Domain Adaptation") do the same. The trunk runs in
 training mode (batch statistics) over a few batches and each batch norm's
 `moving_mean` / `moving_variance` become the population mean and variance of
 its inputs over all of them.
+
+Batches must not be small: in training mode each layer normalises its inputs
+with the batch's own statistics, so the deeper layers' statistics describe
+inputs normalised per batch, not by the population statistics they will see.
+With batches of 2 clips the features of other clips blew up to 1e3-1e5
+(tests/test_train_loop.py's tiny clips); `MIN_BATCH_SIZE` clips per batch
+keep them at the RGB stream's scale.
 """
 
 from typing import Dict, Iterable, List
@@ -25,6 +32,9 @@ import tensorflow as tf
 
 from i3d import checkpoints
 from i3d import model as i3d_model
+
+# The fewest clips per batch to estimate statistics on (see the docstring).
+MIN_BATCH_SIZE = 16
 
 
 def batch_norms(model: i3d_model.InceptionI3d) -> List[i3d_model.BatchNorm]:
@@ -46,7 +56,8 @@ def estimate_statistics(model: i3d_model.InceptionI3d, stream: str,
     model: a built stream model.
     stream: "rgb" or "flow".
     clips: batches of [B, T, H, W, C] clips as the stream sees them in
-      training (values in [-1, 1]); at least one.
+      training (values in [-1, 1]); at least one, and B >= `MIN_BATCH_SIZE`
+      for unbiased statistics of the deeper layers.
 
   Returns:
     The model's tensors in DeepMind's layout (`Flow/inception_i3d/...`, as

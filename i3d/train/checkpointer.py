@@ -96,8 +96,8 @@ def initialize_streams(model: two_stream.TwoStreamI3d,
   from `config.rgb_checkpoint` (default: rgb_scratch, fetched if absent),
   flow from `config.flow_checkpoint` if given (statistics included), else by
   cross-modality initialisation from the RGB checkpoint; its batch-norm
-  statistics are then re-estimated on `config.flow_batch_norm_batches` batches
-  of training flow clips, since the RGB ones do not describe flow activations
+  statistics are then re-estimated on the clips of
+  `config.flow_batch_norm_batches` training batches, since the RGB ones do not describe flow activations
   (`i3d.train.batch_norm`).
   """
   from_run = (restore_run(model, config.init_from, config.classes)
@@ -120,17 +120,20 @@ def initialize_streams(model: two_stream.TwoStreamI3d,
     else:
       checkpoints.init_flow_from_rgb(stream_model, rgb_checkpoint)
       if config.flow_batch_norm_batches:
-        # Enough finite passes for the batches asked for: cutting an endless
-        # pipeline with take() stalls while its clips in flight are cancelled.
+        # The clips of flow_batch_norm_batches training batches, in batches
+        # of at least batch_norm.MIN_BATCH_SIZE; enough finite passes for
+        # them, since cutting an endless pipeline with take() stalls while
+        # its clips in flight are cancelled.
+        num_clips = config.flow_batch_norm_batches * config.batch_size
+        batch_size = max(config.batch_size, batch_norm.MIN_BATCH_SIZE)
+        num_batches = math.ceil(num_clips / batch_size)
         num_videos = len(cache.read_cache(config.cache_dir).split_entries(
             "train"))
-        passes = math.ceil(config.flow_batch_norm_batches *
-                           config.batch_size / max(num_videos, 1))
+        passes = math.ceil(num_batches * batch_size / max(num_videos, 1))
         clips = pipeline.make_train_dataset(
             config.cache_dir, streams=("flow",), num_frames=config.num_frames,
-            crop_size=config.crop_size, batch_size=config.batch_size,
-            seed=config.seed, repeat=passes).take(
-                config.flow_batch_norm_batches)
+            crop_size=config.crop_size, batch_size=batch_size,
+            seed=config.seed, repeat=passes).take(num_batches)
         batch_norm.reestimate_statistics(
             stream_model, "flow", (batch["flow"] for batch in clips))
 
