@@ -21,9 +21,12 @@ log lines of the job:
   prepare   "Preparing N videos" to the "N of M videos ready" summary;
   model     the summary to "Computing frozen features" or the training loop:
             building the two streams, fetching / restoring the weights;
-  features  "Computing frozen features" to the start of the training loop
-            (when the first "step" line's steps/s says the loop started), or
-            to the "Features: N/N batches" line when there is one;
+  flow_statistics  the flow stream's batch-norm statistics re-estimated
+            on training clips ("Restored N variables of Flow from the Flow
+            model", its copy, to the next phase);
+  features  "Frozen features: ... to compute" to the start of the training
+            loop (when the first "step" line's steps/s says the loop
+            started), or to the "Frozen features: N of N videos done" line;
   train_setup that line to the start of the training loop (saving the
             features, building the feature dataset);
   train     the training loop, to the last "step N/N" line (mid-run
@@ -72,10 +75,12 @@ _TIMEOUT = flags.DEFINE_integer("timeout_s", 3600, "Kill the job after this.")
 _FROM_LOG = flags.DEFINE_string(
     "from_log", None, "Analyse a log written by --log instead of running.")
 
-PHASES = ("startup", "generate", "prepare", "model", "features",
-          "train_setup", "train", "checkpoint", "eval", "finish")
+PHASES = ("startup", "generate", "prepare", "model", "flow_statistics",
+          "features", "train_setup", "train", "checkpoint", "eval", "finish")
 
-_FEATURES_DONE = re.compile(r"\] Features: (\d+)/(\d+) batches")
+_FEATURES_DONE = re.compile(
+    r"\] (?:Features: (\d+)/(\d+) batches|Frozen features: (\d+) of (\d+) "
+    r"videos done)")
 _STEP = re.compile(r"\] step (\d+)/(\d+) .* ([\d.]+) steps/s")
 _RESUMED = re.compile(r"\] Resumed from .* at step (\d+)")
 
@@ -125,11 +130,16 @@ def phase_starts(lines: Sequence[Tuple[float, str]]) -> Dict[str, float]:
   if starts["model"] is None:  # --noprepare: the model comes first.
     starts["model"] = _first(lines, r"Restored \d+ variables|is already in "
                              r"place|Running .* pip download")
-  starts["features"] = _first(lines, r"Computing frozen features")
+  starts["flow_statistics"] = _first(
+      lines, r"Restored \d+ variables of Flow from the Flow model")
+  starts["features"] = _first(lines, r"Computing frozen features|Frozen "
+                              r"features: \d+ views of \d+ videos to compute")
   for t, line in lines:  # The last batch's progress line, if logged.
     match = _FEATURES_DONE.search(line)
-    if match and match.group(1) == match.group(2):
-      starts["train_setup"] = t
+    if match:
+      done, total = [g for g in match.groups() if g is not None]
+      if done == total:
+        starts["train_setup"] = t
   first_step = 0
   for _, line in lines:
     match = _RESUMED.search(line)

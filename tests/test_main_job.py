@@ -2,7 +2,7 @@
 
 Generates the synthetic dataset, prepares it, trains the joint model from the
 Kinetics weights and evaluates it on held-out subjects: the mission's proof.
-About 6-10 minutes on 2 cores.
+About 10 minutes on 2 cores (AVX2, oneDNN on).
 """
 
 import json
@@ -29,7 +29,7 @@ class MainJobTest(absltest.TestCase):
            f"--manifest={os.path.join(tmp, 'synthetic', 'manifest.csv')}",
            f"--cache_dir={os.path.join(tmp, 'cache')}",
            f"--train_dir={train_dir}"],
-          cwd=ROOT, capture_output=True, text=True, check=False, timeout=3000)
+          cwd=ROOT, capture_output=True, text=True, check=False, timeout=1800)
       self.assertEqual(result.returncode, 0, result.stderr[-3000:])
       with open(os.path.join(train_dir, "eval_metrics.json")) as f:
         metrics = json.load(f)
@@ -37,12 +37,12 @@ class MainJobTest(absltest.TestCase):
       self.assertLen(metrics["classes"], 10)
       self.assertGreaterEqual(metrics["top1"], 0.8, json.dumps(metrics))
       self.assertEqual(set(metrics["streams"]), {"rgb", "flow", "joint"})
-      # The flow stream carries signal of its own (issue 10): 32.5% before
-      # its batch-norm statistics were re-estimated, 82.5% after (2026-11-30);
-      # the bound leaves three of the 40 videos for numerical differences
-      # between CPUs.
-      self.assertGreaterEqual(metrics["streams"]["flow"]["top1"], 0.75,
-                              json.dumps(metrics))
+      # Both streams carry signal (issue 10): flow was 32.5% before its
+      # batch-norm statistics were re-estimated on flow clips; on 2026-11-30
+      # two runs gave RGB 97.5%, flow 85% and joint 100%.
+      streams = {s: metrics["streams"][s]["top1"] for s in metrics["streams"]}
+      self.assertGreaterEqual(streams["flow"], 0.8, streams)
+      self.assertGreaterEqual(streams["joint"], streams["rgb"], streams)
       self.assertIn("Top-1 accuracy", result.stdout)
       for path in ("export/deepmind_checkpoint/model.ckpt.index",
                    "export/saved_model/saved_model.pb", "config.json"):
