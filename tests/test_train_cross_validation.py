@@ -10,7 +10,6 @@ from absl.testing import absltest
 import pytest
 
 from i3d import config as config_lib
-from i3d import kinetics_weights
 from i3d.data import cache
 from i3d.data import pipeline
 from i3d.data import splits
@@ -18,8 +17,8 @@ from i3d.train import cross_validation
 from i3d.train import loop
 from tests import testdata
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-CLASSES = ("right", "left")
+ROOT = testdata.ROOT
+CLASSES = testdata.DIRECTION_CLASSES
 
 
 class _Counter:
@@ -39,16 +38,12 @@ class _Counter:
 
 
 @pytest.mark.slow
-class CrossValidationTest(absltest.TestCase):
+class CrossValidationTest(testdata.DirectionCacheTest):
   """One tiny 2-fold run over 4 subjects (8 videos), with a learning curve."""
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.root = testdata.class_tempdir(cls)
-    cls.cache_dir = testdata.prepare_direction_cache(cls.root, CLASSES)
-    cls.rgb_checkpoint = kinetics_weights.fetch_rgb_scratch(
-        os.path.join(ROOT, "checkpoints"))
     cls.train_dir = os.path.join(cls.root, "cv")
     cls.counts = cls.run_cross_validation()
     cls.outcome = cls.counts.pop("outcome")

@@ -22,7 +22,6 @@ from i3d.data import pipeline as data_pipeline
 from i3d.eval import classify
 from i3d.eval import evaluate as evaluation
 from i3d.eval import runs as eval_runs
-from i3d import kinetics_weights
 from i3d import streams as streams_lib
 from i3d.train import checkpointer as train_checkpointer
 from i3d.train import features as train_features
@@ -31,7 +30,7 @@ from i3d.train import steps as train_steps
 from tests import testdata
 
 ROOT = testdata.ROOT
-CLASSES = ("right", "left")
+CLASSES = testdata.DIRECTION_CLASSES
 
 
 def tiny_config(cache_dir: str, train_dir: str, rgb_checkpoint: str,
@@ -47,18 +46,8 @@ def tiny_config(cache_dir: str, train_dir: str, rgb_checkpoint: str,
   return config_lib.TrainConfig(**values)
 
 
-class TinyDataTest(absltest.TestCase):
-  """Shares one prepared cache and one random RGB checkpoint."""
-
-  @classmethod
-  def setUpClass(cls):
-    super().setUpClass()
-    cls.root = testdata.class_tempdir(cls)
-    cls.cache_dir = testdata.prepare_direction_cache(cls.root, CLASSES)
-    # Kinetics weights give features that tell the clips apart; random
-    # weights through 57 batch-normalised layers give near-constant ones.
-    cls.rgb_checkpoint = kinetics_weights.fetch_rgb_scratch(
-        os.path.join(ROOT, "checkpoints"))
+class TinyDataTest(testdata.DirectionCacheTest):
+  """A tiny training run's settings over the shared cache."""
 
   def train_dir(self) -> str:
     return self.create_tempdir().full_path

@@ -17,6 +17,7 @@ from absl.testing import absltest
 import cv2
 import numpy as np
 
+from i3d import kinetics_weights
 from i3d.data import cache as data_cache
 from i3d.video import io as video_io
 from i3d.video import preprocess as video_preprocess
@@ -34,6 +35,8 @@ CASES = os.path.join(_SHARED, "cases")
 # DeepMind's preprocessed cricket sample, RGB (79 frames, 224x224).
 CRICKET_RGB_GIF = os.path.join(REFERENCE, "data",
                                "v_CricketShot_g04_c01_rgb.gif")
+# The classes of `make_direction_dataset`'s videos by default.
+DIRECTION_CLASSES = ("right", "left")
 # The pan speed of `panning_frames`, in pixels per frame.
 PAN_SPEED_PX = 2
 
@@ -162,7 +165,7 @@ def make_direction_dataset(
 
 
 def prepare_direction_cache(
-    root: str, classes: Sequence[str] = ("right", "left"),
+    root: str, classes: Sequence[str] = DIRECTION_CLASSES,
     videos_per_class: int = 4,
     motions: Optional[Mapping[str, Sequence[Tuple[int, int]]]] = None) -> str:
   """A prepared cache (RGB and DIS flow at 36 px) of the direction videos."""
@@ -175,3 +178,19 @@ def prepare_direction_cache(
       eval_fraction=0.25, seed=0)
   assert report.ok, report.summary()
   return cache_dir
+
+
+class DirectionCacheTest(absltest.TestCase):
+  """Shares one prepared direction cache and the Kinetics RGB weights.
+
+  Kinetics weights give features that tell the clips apart; random weights
+  through 57 batch-normalised layers give near-constant ones.
+  """
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.root = class_tempdir(cls)
+    cls.cache_dir = prepare_direction_cache(cls.root, DIRECTION_CLASSES)
+    cls.rgb_checkpoint = kinetics_weights.fetch_rgb_scratch(
+        os.path.join(ROOT, "checkpoints"))
