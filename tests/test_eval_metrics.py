@@ -14,6 +14,7 @@ from tests import testdata
 from i3d.eval import classify
 from i3d.eval import metrics as eval_metrics
 from i3d.eval import reports as eval_reports
+from i3d.video import io as video_io
 
 CLASSES = ["squat", "push-up", "crunch"]
 # Six videos with true classes [0, 0, 0, 1, 1, 2]; each row's largest logit is
@@ -398,15 +399,8 @@ class AnnotatedVideoTest(_TempDirTestCase):
     ]
 
   def _read_frames(self, path):
-    capture = cv2.VideoCapture(path)
-    frames = []
-    while True:
-      ok, frame = capture.read()
-      if not ok:
-        break
-      frames.append(frame)
-    capture.release()
-    return np.array(frames)
+    frames, _ = video_io.read_bgr_frames(path)
+    return np.array(list(frames))
 
   def test_frames_are_annotated_and_counted(self):
     out_path = os.path.join(self.directory, "annotated.mp4")
