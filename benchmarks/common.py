@@ -15,6 +15,10 @@ import os
 import platform
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+# Before any benchmark imports TensorFlow, as the scripts do: i3d turns
+# TensorFlow's oneDNN kernels on (see i3d/__init__.py).
+import i3d  # pylint: disable=unused-import
+
 
 def machine() -> str:
   """The machine in words: processor and CPU count (and GPUs, if imported)."""

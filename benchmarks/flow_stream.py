@@ -8,8 +8,8 @@ From the repository root, on a prepared demo cache (the main job's):
 Each variant sets up the Trainer with the demo's settings (configs/demo.cfg:
 32 x 112 clips, Mixed_5 trainable, 4 cached views per training video, 300
 steps, seed 0), extracts the frozen flow features of the same 640 training
-views (and the frozen RGB features once; `--rgb_features` may give them as a
-train-*.npz of an earlier run with the same settings), trains a flow-only and
+views (`--feature_views` per video; the frozen RGB features once, and the
+flow features once per set of batch-norm statistics), trains a flow-only and
 a joint model on the cached features with the same seed, and evaluates both
 on the held-out subjects as train.py does (whole videos, centre crop). It
 reports top-1 per stream, what the frozen flow features look like (total
@@ -23,7 +23,6 @@ Variants: `today` (the RGB checkpoint's batch-norm statistics), `adabnN`
 training), `lrX` (today's with X times the learning rate).
 """
 
-import glob
 import math
 import os
 import re
@@ -54,19 +53,15 @@ from i3d.train import loop as train_loop
 
 _CACHE_DIR = flags.DEFINE_string("cache_dir", "data/synthetic_cache",
                                  "The prepared demo cache.")
-_RGB_FEATURES = flags.DEFINE_string(
-    "rgb_features", None, "A train-*.npz of a demo run (its 'rgb' and, for "
-    "`today`, 'flow' arrays are reused instead of extracted).")
 _VARIANTS = flags.DEFINE_list("variants", ["today", "adabn10"],
                               "Variants to run (see the module docstring).")
 _JOINT_VARIANTS = flags.DEFINE_list(
     "joint_variants", None, "Variants that also train a joint model "
     "(default: all).")
 _NUM_STEPS = flags.DEFINE_integer("num_steps", 300, "Training steps.")
-_FEATURE_BATCHES = flags.DEFINE_integer(
-    "feature_batches", None, "Train on the first N batches of views only "
-    "(10 = one view of each of the demo's 160 training videos; default all "
-    "40, the demo's 4 views).")
+_FEATURE_VIEWS = flags.DEFINE_integer(
+    "feature_views", 4, "Augmented views per training video (the demo: 4; "
+    "1 for a run 4x quicker).")
 _RGB_CHECKPOINT = flags.DEFINE_string(
     "rgb_checkpoint", common.DEFAULT_RGB_CHECKPOINT, "Kinetics RGB weights.")
 
@@ -112,18 +107,26 @@ def parse_variant(name: str) -> Tuple[Dict[str, Any], float]:
 
 def extract(trainer: train_loop.Trainer, streams: List[str]
             ) -> Dict[str, np.ndarray]:
-  """The frozen outputs of the Trainer's own training views."""
+  """The frozen outputs of the Trainer's own training views.
+
+  Returns:
+    {stream: [N * feature_views, ...], "label", "index": int32 [N *
+    feature_views]}, the views of each training video in split order, as
+    `train_features.training_features` gives them (not read from its store).
+  """
   config = trainer.config
-  num_videos = len(data_cache.read_cache(config.cache_dir)
-                   .split_entries("train"))
-  batches = pipeline.make_train_dataset(
-      config.cache_dir, streams=streams, num_frames=config.num_frames,
-      crop_size=config.crop_size, batch_size=config.batch_size,
-      seed=config.seed)
-  num_batches = _FEATURE_BATCHES.value or math.ceil(
-      num_videos * config.feature_views / config.batch_size)
-  return train_features.frozen_features(
-      {s: trainer.stages[s] for s in streams}, batches, num_batches)
+  info = data_cache.read_cache(config.cache_dir)
+  entries = info.split_entries("train")
+  views = train_features.frozen_features(
+      {s: trainer.stages[s] for s in streams},
+      pipeline.make_feature_views_dataset(
+          info, entries, streams, config.num_frames, config.crop_size,
+          _FEATURE_VIEWS.value, config.seed, config.batch_size),
+      math.ceil(len(entries) * _FEATURE_VIEWS.value / config.batch_size),
+      keep=("index",))
+  views["label"] = np.array([entries[i].label_index for i in views["index"]],
+                            np.int32)
+  return views
 
 
 def eval_features(trainer: train_loop.Trainer, streams: List[str]
@@ -179,20 +182,12 @@ def copy_flow_statistics(source: train_loop.Trainer,
                               include_logits=False, source="the joint run")
 
 
-def load_features(pattern: str) -> Dict[str, np.ndarray]:
-  """A train-*.npz, waited for if a running job is still extracting it."""
-  while not glob.glob(pattern):
-    time.sleep(20)
-  with np.load(glob.glob(pattern)[0]) as cached:
-    size = (_FEATURE_BATCHES.value or 10**9) * 16
-    return {k: v[:size] for k, v in cached.items()}
-
-
 def main(argv):
   del argv  # Unused.
   rows = common.Rows()
   workdir = tempfile.mkdtemp(prefix="flow_stream_")
-  reused: Dict[str, np.ndarray] = {}
+  rgb_train: Dict[str, np.ndarray] = {}
+  flow_trains: Dict[int, np.ndarray] = {}
   rgb_eval = None
   flow_evals: Dict[int, List[np.ndarray]] = {}
   for variant in _VARIANTS.value:
@@ -203,26 +198,19 @@ def main(argv):
         os.path.join(workdir, variant, "joint"), "joint", learning_rate=lr,
         **overrides))
     setup = time.monotonic() - started
-    if _RGB_FEATURES.value and overrides["flow_batch_norm_batches"] == 0:
-      reused = reused or load_features(_RGB_FEATURES.value)
-    streams = ["flow"] if "rgb" in reused or _RGB_FEATURES.value else [
-        "rgb", "flow"]
-    if overrides["flow_batch_norm_batches"] == 0 and "flow" in reused:
-      streams = []
+    # RGB features once; flow features once per set of statistics.
+    batches = overrides["flow_batch_norm_batches"]
+    streams = ([] if rgb_train else ["rgb"]) + (
+        [] if batches in flow_trains else ["flow"])
     started = time.monotonic()
     train = extract(joint, streams) if streams else {}
     extract_s = time.monotonic() - started
-    if _RGB_FEATURES.value:
-      reused = reused or load_features(_RGB_FEATURES.value)
-    features = {k: reused[k] for k in ("rgb", "flow", "label", "index")
-                if k in reused and k not in train}
-    features.update(train)
-    if "label" in train and "label" in reused:
-      assert np.array_equal(train["label"], reused["label"]), "views differ"
-      assert np.array_equal(train["index"], reused["index"]), "views differ"
-    for key in ("rgb", "label", "index"):
-      reused.setdefault(key, features[key])
-    batches = overrides["flow_batch_norm_batches"]
+    if "rgb" in train:
+      rgb_train = {k: train[k] for k in ("rgb", "label", "index")}
+    if "flow" in train:
+      assert np.array_equal(train["index"], rgb_train["index"]), "views differ"
+      flow_trains[batches] = train["flow"]
+    features = dict(rgb_train, flow=flow_trains[batches])
     eval_streams = [] if batches in flow_evals else ["flow"]
     if rgb_eval is None:
       eval_streams.append("rgb")
