@@ -81,7 +81,7 @@ def demo_config(train_dir: str, stream: str, **overrides: Any
       cache_dir=_CACHE_DIR.value, train_dir=train_dir,
       classes=tuple(data_cache.read_cache(_CACHE_DIR.value).classes),
       stream=stream, num_frames=32, crop_size=112, trainable="mixed_5",
-      feature_views=4, batch_size=16, learning_rate=0.05,
+      feature_views=4, batch_size=16, learning_rate=0.03,
       lr_schedule="cosine", warmup_steps=10, per_stream_loss_weight=0.5,
       num_steps=_NUM_STEPS.value, checkpoint_every=100000,
       eval_every=100000, log_every=100, seed=0,
@@ -192,7 +192,7 @@ def main(argv):
   flow_evals: Dict[int, List[np.ndarray]] = {}
   for variant in _VARIANTS.value:
     overrides, lr_factor = parse_variant(variant)
-    lr = 0.05 * lr_factor
+    lr = 0.03 * lr_factor
     started = time.monotonic()
     joint = train_loop.Trainer(demo_config(
         os.path.join(workdir, variant, "joint"), "joint", learning_rate=lr,

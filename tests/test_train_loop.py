@@ -194,6 +194,38 @@ class TrainingLoopTest(TinyDataTest):
           trainer.stages, data_pipeline.make_train_dataset(
               self.cache_dir, num_frames=4, crop_size=32, batch_size=2))
 
+  def test_features_are_cached_per_stream(self):
+    # An RGB run reads a joint run's RGB features; flow features whose
+    # re-estimated statistics come from other training videos are computed
+    # again, and only they.
+    features_dir = self.create_tempdir().full_path
+    computed = []
+    original = data_pipeline.make_feature_views_dataset
+
+    def counting(info, entries, streams, *args, **kwargs):
+      computed.append((tuple(streams), len(entries)))
+      return original(info, entries, streams, *args, **kwargs)
+
+    def features(cache_dir=self.cache_dir, **overrides):
+      trainer = train_loop.Trainer(tiny_config(
+          cache_dir, self.train_dir(), self.rgb_checkpoint,
+          features_dir=features_dir, **overrides))
+      return train_features.training_features(trainer.stages, trainer.config)
+
+    with mock.patch.object(data_pipeline, "make_feature_views_dataset",
+                           counting):
+      joint = features()
+      rgb = features(stream="rgb")
+      np.testing.assert_array_equal(rgb["rgb"], joint["rgb"])
+      self.assertEqual(computed, [(("rgb", "flow"), 6)])
+      paths = [e.path for e in data_cache.read_cache(
+          self.cache_dir).split_entries("train")]
+      other_split = data_cache.write_split_view(
+          self.cache_dir, os.path.join(features_dir, "view"), paths[:4],
+          paths[4:])
+      features(cache_dir=other_split)
+      self.assertEqual(computed[1:], [(("flow",), 4)])
+
   def test_training_after_bfloat16_inference_is_float32(self):
     """bfloat16 inference, then training: the same weights as without it.
 

@@ -6,16 +6,18 @@ is computed once for `feature_views` augmented views of each training video
 (`training_features`) and the rest trains on those; `logits_from_features`
 evaluates a split from the cached outputs of its evaluation views.
 
-The cache is kept per video and view, not per run or split:
+The cache is kept per stream, video and view, not per run or split:
 
   FEATURES_DIR/train-SETTINGS/KEY.npz   {stream: [feature_views, ...]}
   FEATURES_DIR/eval-SETTINGS/KEY.npz    {stream: [views, T', ...]}
 
 KEY is the video's cache key (its content and preprocessing) and SETTINGS a
-hash of the settings that change the frozen part's outputs (streams, clip
-length, crop, views, seed, weights, boundary), so a video's features serve
-every run and every cross-validation fold that shares them and are computed
-once. Each file is written atomically, so an interrupted run keeps the videos
+hash of the stream and the settings that change its frozen part's outputs
+(clip length, crop, views, seed, weights, boundary; for a flow stream whose
+batch-norm statistics are re-estimated, the training videos they come from),
+so a video's features serve every run and every cross-validation fold that
+shares them and are computed once: the RGB features of a cross-validation
+are computed once for all folds, the flow features once per fold. Each file is written atomically, so an interrupted run keeps the videos
 it finished.
 """
 
@@ -42,8 +44,8 @@ FEATURES_SUBDIR = "features"
 
 # TrainConfig fields that change a video's frozen features, of the training
 # views and of the evaluation views. The cache, split and class list do not.
-_FROZEN_WEIGHT_KEYS = ("stream", "rgb_checkpoint", "flow_checkpoint",
-                      "init_from", "trainable", "flow_batch_norm_batches")
+_FROZEN_WEIGHT_KEYS = ("rgb_checkpoint", "flow_checkpoint", "init_from",
+                      "trainable", "flow_batch_norm_batches")
 _TRAIN_VIEW_KEYS = _FROZEN_WEIGHT_KEYS + ("num_frames", "crop_size", "seed",
                                           "feature_views")
 _EVAL_VIEW_KEYS = _FROZEN_WEIGHT_KEYS + ("crop_size", "eval_num_frames",
@@ -169,16 +171,18 @@ def features_dir(config: config_lib.TrainConfig) -> str:
                                              FEATURES_SUBDIR)
 
 
-def _store(config: config_lib.TrainConfig, kind: str, bfloat16: bool) -> str:
-  """The folder of one kind ("train" or "eval") of views for these settings.
+def _store(config: config_lib.TrainConfig, kind: str, stream: str,
+           bfloat16: bool) -> str:
+  """The folder of one kind ("train" or "eval") of one stream's views.
 
   Re-estimated flow batch-norm statistics come from the training split's
-  clips (`i3d.train.batch_norm`), so its videos are part of the key then:
-  folds with other training subjects get their own features.
+  clips (`i3d.train.batch_norm`), so its videos are part of the flow key
+  then: folds with other training subjects get their own flow features.
   """
   keys = _TRAIN_VIEW_KEYS if kind == "train" else _EVAL_VIEW_KEYS
   settings = {k: v for k, v in config.to_json().items() if k in keys}
-  if ("flow" in config.streams and not config.flow_checkpoint and
+  settings["stream"] = stream
+  if (stream == "flow" and not config.flow_checkpoint and
       config.flow_batch_norm_batches):
     settings["flow_statistics_videos"] = sorted(
         e.key for e in cache.read_cache(config.cache_dir).split_entries(
@@ -233,29 +237,33 @@ def training_features(stages: Mapping[str, StreamStages],
   info = cache.read_cache(config.cache_dir)
   entries = info.split_entries("train")
   bfloat16 = precision.use_inference_bfloat16(config.inference_bfloat16)
-  store = _store(config, "train", bfloat16)
-  missing = _missing(store, entries)
-  logging.info("Frozen features: %d views of %d videos to compute, %d "
-               "cached", config.feature_views, len(missing),
-               len(entries) - len(missing))
+  stores = {s: _store(config, "train", s, bfloat16) for s in stages}
+  missing = {s: _missing(stores[s], entries) for s in stages}
+  streams = [s for s in stages if missing[s]]
+  videos = list({e.key: e for s in streams for e in missing[s]}.values())
+  logging.info("Frozen features: %d views of %d videos to compute (%s), %d "
+               "cached", config.feature_views, len(videos),
+               "+".join(streams) or "-", len(entries) - len(videos))
   # In chunks, each saved when done, so that a killed run keeps them.
-  for start in range(0, len(missing), _CHUNK_VIDEOS):
-    chunk = missing[start:start + _CHUNK_VIDEOS]
+  for start in range(0, len(videos), _CHUNK_VIDEOS):
+    chunk = videos[start:start + _CHUNK_VIDEOS]
     views = frozen_features(
-        stages, pipeline.make_feature_views_dataset(
-            info, chunk, config.streams, config.num_frames,
-            config.crop_size, config.feature_views, config.seed,
-            config.batch_size),
+        {s: stages[s] for s in streams},
+        pipeline.make_feature_views_dataset(
+            info, chunk, streams, config.num_frames, config.crop_size,
+            config.feature_views, config.seed, config.batch_size),
         math.ceil(len(chunk) * config.feature_views / config.batch_size),
         keep=("index",), bfloat16=bfloat16)
     for position, entry in enumerate(chunk):
       rows = views["index"] == position
-      _save_video(store, entry, {s: views[s][rows] for s in stages})
+      for stream in streams:
+        _save_video(stores[stream], entry, {stream: views[stream][rows]})
     logging.info("Frozen features: %d of %d videos done",
-                 start + len(chunk), len(missing))
-  stored = [_load_video(store, e) for e in entries]
+                 start + len(chunk), len(videos))
+  stored = {s: [_load_video(stores[s], e)[s] for e in entries]
+            for s in stages}
   return {
-      **{s: np.concatenate([v[s] for v in stored]) for s in stages},
+      **{s: np.concatenate(v) for s, v in stored.items()},
       "label": np.repeat([e.label_index for e in entries],
                          config.feature_views).astype(np.int32),
       "index": np.repeat(np.arange(len(entries)),
@@ -283,27 +291,30 @@ def logits_from_features(stages: Mapping[str, StreamStages],
   """
   info = cache.read_cache(config.cache_dir)
   entries = info.split_entries(split)
-  store = _store(config, "eval", bfloat16=False)
-  missing = _missing(store, entries)
+  stores = {s: _store(config, "eval", s, bfloat16=False) for s in stages}
+  streams = [s for s in stages if _missing(stores[s], entries)]
+  missing = list({e.key: e for s in streams
+                  for e in _missing(stores[s], entries)}.values())
   if missing:
-    logging.info("Computing frozen features of the evaluation views of %d "
-                 "videos (%d cached)", len(missing),
+    logging.info("Computing frozen %s features of the evaluation views of "
+                 "%d videos (%d cached)", "+".join(streams), len(missing),
                  len(entries) - len(missing))
-    frozen = tf.function(lambda x: {s: st.frozen(x[s])
-                                    for s, st in stages.items()},
+    frozen = tf.function(lambda x: {s: stages[s].frozen(x[s])
+                                    for s in streams},
                          reduce_retracing=True)
     # A whole video longer than the window spans several elements, which
     # may interleave with other videos' elements.
     views: Dict[int, Dict[str, List[np.ndarray]]] = {}
     for element in pipeline.make_eval_views(
-        info, missing, config.streams, config.eval_num_frames,
+        info, missing, streams, config.eval_num_frames,
         config.crop_size, config.eval_num_clips, config.eval_num_crops):
-      video = views.setdefault(int(element["index"]), {s: [] for s in stages})
+      video = views.setdefault(int(element["index"]), {s: [] for s in streams})
       for stream, value in frozen(element).items():
         video[stream].append(value.numpy())
     for position, video in views.items():
-      _save_video(store, missing[position],
-                  {s: np.concatenate(v) for s, v in video.items()})
+      for stream, values in video.items():
+        _save_video(stores[stream], missing[position],
+                    {stream: np.concatenate(values)})
   trainable = tf.function(
       lambda x: {s: st.trainable(x[s], is_training=False,
                                  batch_norm_training=False,
@@ -312,6 +323,7 @@ def logits_from_features(stages: Mapping[str, StreamStages],
       reduce_retracing=True)
   logits = {s: [] for s in stages}
   for entry in entries:
-    for stream, value in trainable(_load_video(store, entry)).items():
+    inputs = {s: _load_video(stores[s], entry)[s] for s in stages}
+    for stream, value in trainable(inputs).items():
       logits[stream].append(metrics_lib.average_views(value.numpy()))
   return {s: np.stack(v) for s, v in logits.items()}
