@@ -3,6 +3,8 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 from unittest import mock
 
 from absl.testing import absltest
@@ -173,6 +175,29 @@ class ExportTest(absltest.TestCase):
     for key in ("rgb", "flow", "joint"):
       np.testing.assert_allclose(restored[key], self.expected[key], atol=1e-5,
                                  rtol=1e-5, err_msg=key)
+
+  def test_readme_tf1_example_restores_in_a_fresh_process(self):
+    # README's code as a user runs it: a new process, whose first Sonnet
+    # module is built inside the graph.
+    with open(os.path.join(testdata.ROOT, "README.md"), encoding="utf-8") as f:
+      readme = f.read()
+    start = readme.index("```python\n", readme.index(
+        "**Name-based checkpoint (TF1 graphs)")) + len("```python\n")
+    example = readme[start:readme.index("```", start)]
+    example = example.replace(
+        '"runs/demo/export/deepmind_checkpoint"',
+        repr(os.path.dirname(self.paths.deepmind_checkpoint))).replace(
+            "112, 112", f"{CROP}, {CROP}")
+    inputs = os.path.join(self.tmp, "clips.npz")
+    output = os.path.join(self.tmp, "joint.npy")
+    np.savez(inputs, **self.clips)
+    code = (f"import numpy as np\nclips = np.load({inputs!r})\n"
+            "rgb_clip, flow_clip = clips['rgb'], clips['flow']\n" + example +
+            f"np.save({output!r}, joint)\n")
+    subprocess.run([sys.executable, "-c", code], cwd=testdata.ROOT,
+                   check=True, capture_output=True)
+    np.testing.assert_allclose(np.load(output), self.expected["joint"],
+                               atol=1e-5, rtol=1e-5)
 
   def test_saved_model_signature_equals_eager_model(self):
     loaded = tf.saved_model.load(self.paths.saved_model)
