@@ -138,10 +138,10 @@ def main(argv: Sequence[str]) -> None:
     config = dataclasses.replace(
         config, classes=tuple(info.classes), preprocess=info.config,
         num_steps=_num_steps(config, len(info.split_entries("train"))))
-    config_lib.save_config(config)
     if config.cross_validation_folds:
       _cross_validate(config)
       return
+    config_lib.save_config(config)
     trainer = train_loop.Trainer(config)
 
     def evaluate(step: int) -> dict:

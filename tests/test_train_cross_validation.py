@@ -1,5 +1,6 @@
 """Tests for i3d.train.cross_validation: k-fold by subject, end to end."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -136,6 +137,20 @@ class CrossValidationTest(testdata.DirectionCacheTest):
       cross_validation.run(config_lib.TrainConfig(**{
           **config.to_json(), "cross_validation_folds": 3,
           "learning_curve": ""}))
+
+  def test_other_settings_in_the_same_train_dir_refused(self):
+    config = self.config()
+    with open(os.path.join(self.train_dir, "config.json"),
+              encoding="utf-8") as f:
+      saved = f.read()
+    with self.assertRaisesRegex(ValueError, "fold-0: trained with other "
+                                "settings \\(learning_rate, num_steps\\)"):
+      cross_validation.run(dataclasses.replace(config, num_steps=4,
+                                               learning_rate=0.01))
+    # The run's config.json still describes its folds.
+    with open(os.path.join(self.train_dir, "config.json"),
+              encoding="utf-8") as f:
+      self.assertEqual(f.read(), saved)
 
   def test_evaluate_prints_the_report(self):
     output = subprocess.run(

@@ -19,11 +19,13 @@ A cross-validation run's `train_dir` holds:
                            split view cache/, eval_metrics.json) and
                            fold_result.json, written last: the fold is done
   learning_curve/<p>pct/fold-<k>/   the same on p% of its training subjects
+  config.json              the settings, written once every fold's are checked
   cross_validation.json, cross_validation.txt, per_subject_accuracy.png,
   learning_curve.json, learning_curve.png   (`i3d.eval.cross_validation`)
 
 Rerunning the same command resumes: finished folds are read back, an
-unfinished one resumes from its latest checkpoint.
+unfinished one resumes from its latest checkpoint. A rerun with settings that
+change a fold's result is refused, since its folds would mix two settings.
 """
 
 import dataclasses
@@ -46,6 +48,10 @@ from i3d.train import features
 from i3d.train import loop
 
 FOLD_RESULT_FILE = "fold_result.json"
+# Settings that do not change a fold's result: a rerun may change them.
+_OPERATIONAL_SETTINGS = frozenset({
+    "eval_every", "checkpoint_every", "keep_checkpoints", "log_every",
+    "strategy", "export"})
 LEARNING_CURVE_SUBDIR = "learning_curve"
 _VIEW_SUBDIR = "cache"
 
@@ -91,6 +97,28 @@ def _fold_config(config: config_lib.TrainConfig, info: cache.CacheInfo,
       cross_validation_folds=0, learning_curve="", export=False)
 
 
+def _check_settings(fold_config: config_lib.TrainConfig) -> None:
+  """Refuses to resume a fold that was trained with other settings.
+
+  Raises:
+    DatasetError: if the fold's directory holds a config.json whose settings
+      differ from these (other than `_OPERATIONAL_SETTINGS`), whose fold
+      results must not be mixed with these.
+  """
+  if not os.path.exists(os.path.join(fold_config.train_dir,
+                                     config_lib.CONFIG_FILE)):
+    return
+  saved = config_lib.load_config(fold_config.train_dir).to_json()
+  changed = sorted(
+      k for k, v in fold_config.to_json().items()
+      if k not in _OPERATIONAL_SETTINGS and saved.get(k) != v)
+  if changed:
+    raise sources.DatasetError(
+        f"{fold_config.train_dir}: trained with other settings "
+        f"({', '.join(changed)}) than this run's; rerun with the same flags to "
+        "resume, or use a new --train_dir")
+
+
 def _predictions(trainer: loop.Trainer, split: str
                  ) -> Tuple[List[str], np.ndarray, Dict[str, np.ndarray]]:
   """The fold model's logits on a split of its view: paths, labels, logits.
@@ -119,11 +147,12 @@ def _train_fold(config: config_lib.TrainConfig, info: cache.CacheInfo,
   Returns:
     The fold's result, or None if training stopped early (SIGTERM).
   """
+  fold_config = _fold_config(config, info, fold, directory, features_dir)
+  _check_settings(fold_config)
   result_path = os.path.join(directory, FOLD_RESULT_FILE)
   if os.path.exists(result_path):
     with open(result_path, encoding="utf-8") as f:
       return _result_from_json(json.load(f))
-  fold_config = _fold_config(config, info, fold, directory, features_dir)
   config_lib.save_config(fold_config)
   logging.info("Fold %d: training on %d subjects (%d videos), holding out %s "
                "(%d videos)", fold.index, len(fold.train_subjects),
@@ -208,6 +237,8 @@ def run(config: config_lib.TrainConfig,
   report = cv_reports.build_report(results[100], info.classes, groups,
                                    subjects, grouping, seed=config.seed)
   cv_reports.write_report(config.train_dir, report)
+  # The settings of every fold, once all of them have been checked.
+  config_lib.save_config(config)
   if not config.learning_curve_percents:
     return report, None
   for percent in sorted(set(config.learning_curve_percents) - {100},

@@ -209,12 +209,20 @@ def _load_video(store: str, entry: cache.CacheEntry) -> Dict[str, np.ndarray]:
     return dict(arrays)
 
 
-def _missing(store: str, entries: Sequence[cache.CacheEntry]
-             ) -> List[cache.CacheEntry]:
-  """The entries without a cached file, each once (duplicates share a key)."""
-  unique = {e.key: e for e in entries}
-  return [e for e in unique.values()
-          if not os.path.exists(_video_file(store, e))]
+def _missing(stores: Mapping[str, str], entries: Sequence[cache.CacheEntry]
+             ) -> Dict[tuple, List[cache.CacheEntry]]:
+  """The entries without cached files, grouped by the streams they lack.
+
+  Each video once (duplicates share a key). In a cross-validation fold most
+  videos lack only the flow features of the fold's statistics.
+  """
+  groups: Dict[tuple, List[cache.CacheEntry]] = {}
+  for entry in {e.key: e for e in entries}.values():
+    streams = tuple(s for s, store in stores.items()
+                    if not os.path.exists(_video_file(store, entry)))
+    if streams:
+      groups.setdefault(streams, []).append(entry)
+  return groups
 
 
 def training_features(stages: Mapping[str, StreamStages],
@@ -238,28 +246,26 @@ def training_features(stages: Mapping[str, StreamStages],
   entries = info.split_entries("train")
   bfloat16 = precision.use_inference_bfloat16(config.inference_bfloat16)
   stores = {s: _store(config, "train", s, bfloat16) for s in stages}
-  missing = {s: _missing(stores[s], entries) for s in stages}
-  streams = [s for s in stages if missing[s]]
-  videos = list({e.key: e for s in streams for e in missing[s]}.values())
-  logging.info("Frozen features: %d views of %d videos to compute (%s), %d "
-               "cached", config.feature_views, len(videos),
-               "+".join(streams) or "-", len(entries) - len(videos))
-  # In chunks, each saved when done, so that a killed run keeps them.
-  for start in range(0, len(videos), _CHUNK_VIDEOS):
-    chunk = videos[start:start + _CHUNK_VIDEOS]
-    views = frozen_features(
-        {s: stages[s] for s in streams},
-        pipeline.make_feature_views_dataset(
-            info, chunk, streams, config.num_frames, config.crop_size,
-            config.feature_views, config.seed, config.batch_size),
-        math.ceil(len(chunk) * config.feature_views / config.batch_size),
-        keep=("index",), bfloat16=bfloat16)
-    for position, entry in enumerate(chunk):
-      rows = views["index"] == position
-      for stream in streams:
-        _save_video(stores[stream], entry, {stream: views[stream][rows]})
-    logging.info("Frozen features: %d of %d videos done",
-                 start + len(chunk), len(videos))
+  for streams, videos in _missing(stores, entries).items():
+    logging.info("Frozen features: %d views of %d videos to compute (%s), "
+                 "%d of %d videos cached", config.feature_views, len(videos),
+                 "+".join(streams), len(entries) - len(videos), len(entries))
+    # In chunks, each saved when done, so that a killed run keeps them.
+    for start in range(0, len(videos), _CHUNK_VIDEOS):
+      chunk = videos[start:start + _CHUNK_VIDEOS]
+      views = frozen_features(
+          {s: stages[s] for s in streams},
+          pipeline.make_feature_views_dataset(
+              info, chunk, streams, config.num_frames, config.crop_size,
+              config.feature_views, config.seed, config.batch_size),
+          math.ceil(len(chunk) * config.feature_views / config.batch_size),
+          keep=("index",), bfloat16=bfloat16)
+      for position, entry in enumerate(chunk):
+        rows = views["index"] == position
+        for stream in streams:
+          _save_video(stores[stream], entry, {stream: views[stream][rows]})
+      logging.info("Frozen features: %d of %d videos done", start + len(chunk),
+                   len(videos))
   stored = {s: [_load_video(stores[s], e)[s] for e in entries]
             for s in stages}
   return {
@@ -292,16 +298,14 @@ def logits_from_features(stages: Mapping[str, StreamStages],
   info = cache.read_cache(config.cache_dir)
   entries = info.split_entries(split)
   stores = {s: _store(config, "eval", s, bfloat16=False) for s in stages}
-  streams = [s for s in stages if _missing(stores[s], entries)]
-  missing = list({e.key: e for s in streams
-                  for e in _missing(stores[s], entries)}.values())
-  if missing:
+  for streams, missing in _missing(stores, entries).items():
     logging.info("Computing frozen %s features of the evaluation views of "
                  "%d videos (%d cached)", "+".join(streams), len(missing),
                  len(entries) - len(missing))
-    frozen = tf.function(lambda x: {s: stages[s].frozen(x[s])
+    frozen = tf.function(
+        lambda x, streams=streams: {s: stages[s].frozen(x[s])
                                     for s in streams},
-                         reduce_retracing=True)
+        reduce_retracing=True)
     # A whole video longer than the window spans several elements, which
     # may interleave with other videos' elements.
     views: Dict[int, Dict[str, List[np.ndarray]]] = {}
