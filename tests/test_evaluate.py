@@ -186,8 +186,15 @@ class LoadErrorsTest(TrainedRunTest):
     with self.assertRaisesRegex(eval_runs.ModelError,
                                 "not a checkpoint written by train.py"):
       eval_runs.load_run(self.train_dir, checkpoint=kinetics)
-    with self.assertRaisesRegex(eval_runs.ModelError, "no checkpoint"):
+    with self.assertRaisesRegex(eval_runs.ModelError,
+                                "no checkpoint.*leave out --checkpoint"):
       eval_runs.load_run(self.train_dir, checkpoint=kinetics + "-missing")
+
+  def test_a_folder_inside_the_run_names_the_run(self):
+    with self.assertRaisesRegex(
+        eval_runs.ModelError, f"inside the run {self.train_dir}: pass the "
+        f"run's directory, --checkpoint_dir={self.train_dir}$"):
+      eval_runs.load_run(os.path.join(self.train_dir, "ckpt"))
 
 
 class SavedPreprocessingTest(TrainedRunTest):

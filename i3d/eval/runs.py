@@ -227,12 +227,19 @@ def load_run(train_dir: str,
   """
   if not os.path.isdir(train_dir):
     raise ModelError(f"{train_dir}: no such directory")
+  parent = os.path.dirname(os.path.normpath(train_dir))
+  if (not os.path.exists(os.path.join(train_dir, config_lib.CONFIG_FILE)) and
+      os.path.exists(os.path.join(parent, config_lib.CONFIG_FILE))):
+    raise ModelError(f"{train_dir} is inside the run {parent or '.'}: pass "
+                     f"the run's directory, --checkpoint_dir={parent or '.'}")
   try:
     path = (checkpoints.checkpoint_prefix(checkpoint) if checkpoint else
             checkpointer.latest_checkpoint(train_dir))
   except (FileNotFoundError, checkpoints.CheckpointError) as e:
-    raise ModelError(f"{e}; train a model into it with train.py, or pass "
-                     "--checkpoint") from e
+    advice = ("; leave out --checkpoint for the run's latest"
+              if checkpoint else
+              "; train a model into it with train.py, or pass --checkpoint")
+    raise ModelError(f"{e}{advice}") from e
   try:
     config = config_lib.load_config(train_dir)
   except (FileNotFoundError, ValueError) as e:

@@ -154,8 +154,8 @@ def _train_fold(config: config_lib.TrainConfig, info: cache.CacheInfo,
     with open(result_path, encoding="utf-8") as f:
       return _result_from_json(json.load(f))
   config_lib.save_config(fold_config)
-  logging.info("Fold %d: training on %d subjects (%d videos), holding out %s "
-               "(%d videos)", fold.index, len(fold.train_subjects),
+  logging.info("Fold %d: training on subjects %s (%d videos), holding out %s "
+               "(%d videos)", fold.index, ", ".join(fold.train_subjects),
                len(fold.train_paths), ", ".join(fold.eval_subjects),
                len(fold.eval_paths))
   trainer = loop.Trainer(fold_config, checkpoints_dir=checkpoints_dir)
