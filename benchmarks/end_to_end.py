@@ -133,7 +133,7 @@ def phase_starts(lines: Sequence[Tuple[float, str]]) -> Dict[str, float]:
   starts["flow_statistics"] = _first(
       lines, r"Restored \d+ variables of Flow from the Flow model")
   starts["features"] = _first(lines, r"Computing frozen features|Frozen "
-                              r"features: \d+ views of \d+ videos to compute")
+                              r"features: .* videos to compute")
   for t, line in lines:  # The last batch's progress line, if logged.
     match = _FEATURES_DONE.search(line)
     if match:

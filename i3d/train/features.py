@@ -247,9 +247,9 @@ def training_features(stages: Mapping[str, StreamStages],
   bfloat16 = precision.use_inference_bfloat16(config.inference_bfloat16)
   stores = {s: _store(config, "train", s, bfloat16) for s in stages}
   for streams, videos in _missing(stores, entries).items():
-    logging.info("Frozen features: %d views of %d videos to compute (%s), "
-                 "%d of %d videos cached", config.feature_views, len(videos),
-                 "+".join(streams), len(entries) - len(videos), len(entries))
+    logging.info("Frozen features: %s, %d views of %d of the %d training "
+                 "videos to compute", "+".join(streams), config.feature_views,
+                 len(videos), len(entries))
     # In chunks, each saved when done, so that a killed run keeps them.
     for start in range(0, len(videos), _CHUNK_VIDEOS):
       chunk = videos[start:start + _CHUNK_VIDEOS]
