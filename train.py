@@ -165,7 +165,6 @@ def main(argv: Sequence[str]) -> None:
                         config.preprocessing())
   except (train_checkpointer.TrainingError, data_sources.DatasetError,
           ValueError, FileNotFoundError) as e:
-    logging.error("%s", e)
     sys.exit(f"error: {e}")
 
 
