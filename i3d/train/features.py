@@ -17,8 +17,8 @@ hash of the stream and the settings that change its frozen part's outputs
 batch-norm statistics are re-estimated, the training videos they come from),
 so a video's features serve every run and every cross-validation fold that
 shares them and are computed once: the RGB features of a cross-validation
-are computed once for all folds, the flow features once per fold. Each file is written atomically, so an interrupted run keeps the videos
-it finished.
+are computed once for all folds, the flow features once per fold. Each file
+is written atomically, so an interrupted run keeps the videos it finished.
 """
 
 import hashlib
