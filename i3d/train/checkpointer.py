@@ -97,8 +97,8 @@ def initialize_streams(model: two_stream.TwoStreamI3d,
   flow from `config.flow_checkpoint` if given (statistics included), else by
   cross-modality initialisation from the RGB checkpoint; its batch-norm
   statistics are then re-estimated on the clips of
-  `config.flow_batch_norm_batches` training batches, since the RGB ones do not describe flow activations
-  (`i3d.train.batch_norm`).
+  `config.flow_batch_norm_batches` training batches, since the RGB ones do
+  not describe flow activations (`i3d.train.batch_norm`).
   """
   from_run = (restore_run(model, config.init_from, config.classes)
               if config.init_from else ())
