@@ -22,22 +22,6 @@ ROOT = testdata.ROOT
 CLASSES = testdata.DIRECTION_CLASSES
 
 
-class _Counter:
-  """Counts calls of a function and the videos it is given, then calls it."""
-
-  def __init__(self, function, videos_arg=None):
-    self.function = function
-    self.videos_arg = videos_arg
-    self.calls = 0
-    self.videos = []
-
-  def __call__(self, *args, **kwargs):
-    self.calls += 1
-    if self.videos_arg is not None:
-      self.videos += [e.path for e in args[self.videos_arg]]
-    return self.function(*args, **kwargs)
-
-
 @pytest.mark.slow
 class CrossValidationTest(testdata.DirectionCacheTest):
   """One tiny 2-fold run over 4 subjects (8 videos), with a learning curve."""
@@ -67,9 +51,10 @@ class CrossValidationTest(testdata.DirectionCacheTest):
   @classmethod
   def run_cross_validation(cls):
     """Runs cross_validation.run, counting trainings and frozen features."""
-    train = _Counter(loop.Trainer.train)
-    training_views = _Counter(pipeline.make_feature_views_dataset, 1)
-    eval_views = _Counter(pipeline.make_eval_views, 1)
+    train = testdata.CallCounter(loop.Trainer.train)
+    training_views = testdata.CallCounter(
+        pipeline.make_feature_views_dataset, 1)
+    eval_views = testdata.CallCounter(pipeline.make_eval_views, 1)
     with mock.patch.object(loop.Trainer, "train",
                            lambda self, *a: train(self, *a)), \
         mock.patch.object(pipeline, "make_feature_views_dataset",

@@ -199,12 +199,10 @@ class TrainingLoopTest(TinyDataTest):
     # re-estimated statistics come from other training videos are computed
     # again, and only they.
     features_dir = self.create_tempdir().full_path
-    computed = []
-    original = data_pipeline.make_feature_views_dataset
+    counter = testdata.CallCounter(data_pipeline.make_feature_views_dataset)
 
-    def counting(info, entries, streams, *args, **kwargs):
-      computed.append((tuple(streams), len(entries)))
-      return original(info, entries, streams, *args, **kwargs)
+    def computed():  # (streams, number of videos) of each extraction
+      return [(tuple(args[2]), len(args[1])) for args in counter.args]
 
     def features(cache_dir=self.cache_dir, **overrides):
       trainer = train_loop.Trainer(tiny_config(
@@ -213,18 +211,18 @@ class TrainingLoopTest(TinyDataTest):
       return train_features.training_features(trainer.stages, trainer.config)
 
     with mock.patch.object(data_pipeline, "make_feature_views_dataset",
-                           counting):
+                           counter):
       joint = features()
       rgb = features(stream="rgb")
       np.testing.assert_array_equal(rgb["rgb"], joint["rgb"])
-      self.assertEqual(computed, [(("rgb", "flow"), 6)])
+      self.assertEqual(computed(), [(("rgb", "flow"), 6)])
       paths = [e.path for e in data_cache.read_cache(
           self.cache_dir).split_entries("train")]
       other_split = data_cache.write_split_view(
           self.cache_dir, os.path.join(features_dir, "view"), paths[:4],
           paths[4:])
       features(cache_dir=other_split)
-      self.assertEqual(computed[1:], [(("flow",), 4)])
+      self.assertEqual(computed()[1:], [(("flow",), 4)])
 
   def test_training_after_bfloat16_inference_is_float32(self):
     """bfloat16 inference, then training: the same weights as without it.

@@ -180,6 +180,25 @@ def prepare_direction_cache(
   return cache_dir
 
 
+class CallCounter:
+  """Calls a function, recording each call's arguments and videos."""
+
+  def __init__(self, function, videos_arg: Optional[int] = None):
+    """Wraps `function`; `videos_arg`: the position of its entries argument."""
+    self.function = function
+    self.videos_arg = videos_arg
+    self.calls = 0
+    self.args = []
+    self.videos = []
+
+  def __call__(self, *args, **kwargs):
+    self.calls += 1
+    self.args.append(args)
+    if self.videos_arg is not None:
+      self.videos += [e.path for e in args[self.videos_arg]]
+    return self.function(*args, **kwargs)
+
+
 class DirectionCacheTest(absltest.TestCase):
   """Shares one prepared direction cache and the Kinetics RGB weights.
 

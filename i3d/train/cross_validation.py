@@ -48,12 +48,12 @@ from i3d.train import features
 from i3d.train import loop
 
 FOLD_RESULT_FILE = "fold_result.json"
+LEARNING_CURVE_SUBDIR = "learning_curve"
+_VIEW_SUBDIR = "cache"
 # Settings that do not change a fold's result: a rerun may change them.
 _OPERATIONAL_SETTINGS = frozenset({
     "eval_every", "checkpoint_every", "keep_checkpoints", "log_every",
     "strategy", "export"})
-LEARNING_CURVE_SUBDIR = "learning_curve"
-_VIEW_SUBDIR = "cache"
 
 
 def fold_dir(train_dir: str, index: int, percent: int = 100) -> str:
