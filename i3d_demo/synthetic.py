@@ -440,6 +440,7 @@ _STANDING = {"shank": 90.0, "thigh_rise": 90.0, "trunk": (86.0, 90.0),
              "forearm": (-80.0, -65.0)}
 _ARMS_FORWARD = {"upper_arm": (-5.0, 10.0), "forearm": (-5.0, 10.0)}
 _PUSH_UP_REST = {"lift": 0.97, "neck_flex": (-15.0, -5.0)}
+_LOW_PUSH_UP = (0.3, 0.6)
 _LYING = {"curl": (0.0, 3.0), "neck_flex": (0.0, 8.0), "knee": (80.0, 95.0),
           "feet_lift": 0.0}
 _CRUNCH_PEAK = {"curl": (38.0, 46.0), "neck_flex": (15.0, 25.0)}
@@ -463,12 +464,16 @@ CLASSES: Mapping[str, ExerciseClass] = {
     "push-up_not-low": ExerciseClass(
         _push_up, {**_PUSH_UP_REST, "pike": (-3.0, 3.0)},
         {"lift": (0.72, 0.8)}),
+    # Butt-up and sagging push-ups share one range of depths, so that the
+    # body line, not how low the chest goes, tells them apart: when the sag
+    # was always shallower than the pike, real sagging push-ups that went
+    # low were called butt-up.
     "push-up_butt-up": ExerciseClass(
         _push_up, {**_PUSH_UP_REST, "pike": (26.0, 34.0)},
-        {"lift": (0.3, 0.42)}),
+        {"lift": _LOW_PUSH_UP}),
     "push-up_not-straight": ExerciseClass(
         _push_up, {**_PUSH_UP_REST, "pike": (-18.0, -15.0)},
-        {"lift": (0.52, 0.6)}),
+        {"lift": _LOW_PUSH_UP}),
     "crunch_correct": ExerciseClass(_crunch_reaching, _LYING, _CRUNCH_PEAK),
     "crunch_heels-up": ExerciseClass(
         _crunch_reaching, {**_LYING, "feet_lift": (0.14, 0.17)},
