@@ -54,7 +54,7 @@ MANIFEST_NAME = "manifest.csv"
 SETTINGS_NAME = "synthetic.json"
 # Bump when a change alters the pixels a given seed produces, so that a rerun
 # over an older output refuses instead of mixing two generators.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3  # 3: butt-up and sagging push-ups share depths.
 
 _MIN_SECONDS, _MAX_SECONDS = 2.4, 4.0
 # Rep periods stay shorter than the shortest clip so that every clip shows a
