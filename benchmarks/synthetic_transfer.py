@@ -7,11 +7,13 @@ From the repository root:
 Real labelled videos are kept aside, so this measures what synthetic training
 does on conditions it never saw. Three synthetic sets are generated:
   train      seed 0 under `TRAIN` conditions (side-ish views, low cameras,
-             mid-sized bodies, some rooms and framings);
+             mid-sized bodies; rooms and framings too where the generator
+             has them);
   in-cond.   seed 1 under the same conditions: new subjects and scenes;
   held-out   seed 2 under `HELD_OUT` conditions never seen in training
              (three-quarter and front views, high cameras, small, tall and
-             heavy bodies, other rooms and framings).
+             heavy bodies; gyms and 16:9 and 9:16 frames where the
+             generator has them).
 A model trained on `train` (the Trainer, frozen Kinetics backbone, cached
 features) is evaluated on both test sets; the held-out top-1 and its gap to
 the in-condition top-1 are the proxy for new people in new rooms.
@@ -20,7 +22,8 @@ the in-condition top-1 are the proxy for new people in new rooms.
 generator (check out its commit, run this there with `--workdir`, then point
 this run at `<workdir>/train/manifest.csv`), so that two generators are
 compared on the same held-out set. `--train_override` changes the training
-conditions only (e.g. `'{"rooms": ["plain"]}'`: what do rooms add?).
+conditions only (e.g. `'{"views": [[-35, 0]]}'`: what do views towards
+the front add?).
 `--workdir` keeps the videos, caches, features and weights for reruns. Prints
 a table, then one JSON line.
 """
@@ -111,8 +114,8 @@ _TRAIN_MANIFEST = flags.DEFINE_string(
     "them (e.g. from another generator version).")
 _TRAIN_OVERRIDE = flags.DEFINE_string(
     "train_override", None, "JSON of Conditions fields for the training set, "
-    "e.g. '{\"rooms\": [\"plain\"], \"overlay_probability\": 0}' to "
-    "measure what rooms and captions add (the test sets stay the same).")
+    "e.g. '{\"views\": [[-35, 0]]}' to measure what views towards the front "
+    "add (the test sets stay the same).")
 _CLIPS_PER_CLASS = flags.DEFINE_integer("clips_per_class", 12,
                                         "Training clips per class.")
 _TEST_CLIPS_PER_CLASS = flags.DEFINE_integer(
@@ -134,6 +137,8 @@ _EVAL_NUM_CROPS = flags.DEFINE_integer(
     "eval_num_crops", 1, "Crops per test clip: 1 (centre) or 3 (start, "
     "centre and end of the longer side: the whole of a portrait or wide "
     "frame). The trained weights are reused.")
+flags.register_validator("eval_num_crops", lambda value: value in (1, 3),
+                         message="--eval_num_crops must be 1 or 3")
 _NUM_STEPS = flags.DEFINE_integer("num_steps", 200, "Training steps.")
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.05, "Peak rate.")
 _RGB_CHECKPOINT = flags.DEFINE_string(

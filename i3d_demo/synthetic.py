@@ -34,6 +34,7 @@ import io
 import json
 import multiprocessing
 import os
+import sys
 import tempfile
 from typing import Callable, Mapping, Sequence
 
@@ -970,16 +971,25 @@ def _init_worker() -> None:
 
 
 def _check_settings(output_dir: str, settings: Mapping[str, object]) -> None:
-  """Records the settings that decide the pixels, or checks them on a rerun."""
+  """Records the settings that decide the pixels, or checks them on a rerun.
+
+  Raises:
+    ValueError: naming the settings that differ, if `output_dir` holds clips
+      made with others (e.g. by an older generator version).
+  """
   path = os.path.join(output_dir, SETTINGS_NAME)
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
       previous = json.load(f)
     if previous != settings:
+      changed = ", ".join(
+          f"{key} {previous.get(key)!r} there, {settings.get(key)!r} now"
+          for key in sorted(set(previous) | set(settings))
+          if previous.get(key) != settings.get(key))
       raise ValueError(
-          f"{output_dir} holds clips made with {previous}, not "
-          f"{dict(settings)}; use another output directory or the same "
-          "settings")
+          f"{output_dir} holds clips made with other settings ({changed}); "
+          "delete it (and the cache prepared from it) to regenerate, or use "
+          "another directory")
   else:
     fileio.write_json(path, dict(settings))
 
@@ -1014,9 +1024,16 @@ def generate_dataset(output_dir: str, clips_per_class: int, seed: int, *,
     ValueError: on invalid arguments, or if `output_dir` holds clips made with
       other settings.
   """
-  if min(clips_per_class, num_subjects, num_workers) < 1 or seed < 0:
-    raise ValueError("clips_per_class, num_subjects and num_workers must be "
-                     "at least 1 and seed at least 0")
+  for name, value, least in (("clips_per_class", clips_per_class, 1),
+                             ("num_subjects", num_subjects, 1),
+                             ("num_workers", num_workers, 1), ("seed", seed, 0),
+                             ("width", width, 16), ("height", height, 16),
+                             ("fps", fps, 1)):
+    if value < least:
+      raise ValueError(f"{name} must be at least {least}, got {value}")
+  if width % 2 or height % 2:
+    raise ValueError(f"width and height must be even, as video codecs want; "
+                     f"got {width}x{height}")
   settings = {"generator_version": GENERATOR_VERSION, "seed": seed,
               "num_subjects": num_subjects, "width": width, "height": height,
               "fps": fps,
@@ -1064,11 +1081,18 @@ def _file_equals(path: str, text: str) -> bool:
 
 
 def _peak_centred_frames(clip: Clip, count: int) -> list[int]:
-  """`count` frame indices spanning one rep, rest to peak to rest."""
+  """`count` frame indices spanning one rep, rest to peak to rest.
+
+  Where the rep around the peak runs past the clip's start or end, the frame
+  at the same phase one rep later or earlier stands in (every clip is longer
+  than a rep), so no frame repeats.
+  """
   peak = int(np.argmax(rep_phase(clip)))
   span = clip.rep_seconds * clip.fps
-  offsets = np.round((np.arange(count) / count - 0.5) * span).astype(int)
-  return list(np.clip(peak + offsets, 0, clip.num_frames - 1))
+  indices = peak + np.round((np.arange(count) / count - 0.5) * span)
+  indices = np.where(indices < 0, indices + span, indices)
+  indices = np.where(indices > clip.num_frames - 1, indices - span, indices)
+  return list(np.clip(np.round(indices), 0, clip.num_frames - 1).astype(int))
 
 
 def render_contact_sheet(seed: int, *, columns: int = 6,
@@ -1137,6 +1161,15 @@ def _define_flags() -> None:
   flags.DEFINE_float("fps", DEFAULT_FPS, "Frame rate.")
   flags.DEFINE_integer("num_workers", os.cpu_count() or 1,
                        "Processes rendering clips in parallel.")
+  for name, least in (("clips_per_class", 1), ("seed", 0), ("num_subjects", 1),
+                      ("width", 16), ("height", 16), ("fps", 1),
+                      ("num_workers", 1)):
+    flags.register_validator(
+        name, functools.partial(lambda least, value: value >= least, least),
+        message=f"--{name} must be at least {least}")
+  for name in ("width", "height"):
+    flags.register_validator(name, lambda value: value % 2 == 0,
+                             message=f"--{name} must be even (video codecs)")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -1147,14 +1180,17 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError("give --output_dir, --contact_sheet or both")
   look = {"num_subjects": values.num_subjects, "width": values.width,
           "height": values.height, "fps": values.fps}
-  if values.output_dir:
-    manifest = generate_dataset(values.output_dir, values.clips_per_class,
-                                values.seed, num_workers=values.num_workers,
-                                **look)
-    logging.info("dataset ready: %s", manifest)
-  if values.contact_sheet:
-    write_contact_sheet(values.contact_sheet, values.seed, **look)
-    logging.info("wrote %s", values.contact_sheet)
+  try:
+    if values.output_dir:
+      manifest = generate_dataset(values.output_dir, values.clips_per_class,
+                                  values.seed, num_workers=values.num_workers,
+                                  **look)
+      logging.info("dataset ready: %s", manifest)
+    if values.contact_sheet:
+      write_contact_sheet(values.contact_sheet, values.seed, **look)
+      logging.info("wrote %s", values.contact_sheet)
+  except (ValueError, OSError) as e:
+    sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

@@ -363,8 +363,20 @@ class DatasetTest(_TempDirTestCase):
   def test_refuses_other_settings(self):
     directory = self._tempdir()
     self._generate(directory, clips_per_class=1)
-    with self.assertRaisesRegex(ValueError, "other output directory"):
+    with self.assertRaisesRegex(
+        ValueError, r"other settings \(seed 0 there, 1 now\); delete it"):
       self._generate(directory, clips_per_class=1, seed=1)
+
+  def test_invalid_arguments_write_nothing(self):
+    directory = os.path.join(self._tempdir(), "never")
+    for bad, message in (({"clips_per_class": 0}, "clips_per_class must"),
+                         ({"seed": -1}, "seed must"),
+                         ({"width": 161}, "must be even"),
+                         ({"fps": 0.0}, "fps must")):
+      with self.subTest(**bad):
+        with self.assertRaisesRegex(ValueError, message):
+          self._generate(directory, **{"clips_per_class": 1, **bad})
+        self.assertFalse(os.path.exists(directory))
 
   def test_workers_write_the_same_bytes(self):
     serial, parallel = self._tempdir(), self._tempdir()
@@ -395,6 +407,25 @@ class CommandLineTest(_TempDirTestCase):
     frames = image[:, image.shape[1] - 6 * 64:]  # Six frames a row.
     for label, row in zip(labels.EXERCISE_CLASSES, np.split(frames, 10)):
       self.assertGreater(row.std(), 5.0, label)  # Not blank.
+
+  def test_bad_input_is_one_error_line(self):
+    directory = self._tempdir()
+    taken = os.path.join(directory, "file")
+    with open(taken, "w") as f:
+      f.write("not a directory")
+    for args, message in (
+        (["--output_dir=" + directory, "--clips_per_class=0"],
+         "--clips_per_class must be at least 1"),
+        (["--output_dir=" + directory, "--height=47"],
+         "--height must be even"),
+        (["--output_dir=" + taken], "error: .*File exists: .*file")):
+      with self.subTest(args=args):
+        result = subprocess.run(
+            [sys.executable, "-m", "i3d_demo.synthetic", *args], cwd=_REPO,
+            capture_output=True, text=True)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertNotIn("Traceback", result.stderr)
+        self.assertRegex(result.stderr, message)
 
 
 if __name__ == "__main__":
