@@ -39,8 +39,10 @@ _PREPARE = flags.DEFINE_bool(
     "prepare", True, "Prepare (or complete) the cache from --data_dir or "
     "--manifest before training; already prepared videos are skipped.")
 _SYNTHETIC_CLIPS = flags.DEFINE_integer(
-    "synthetic_clips_per_class", 0, "If > 0 and --manifest does not exist, "
-    "generate the synthetic demo dataset there first (see i3d_demo.synthetic).",
+    "synthetic_clips_per_class", 0, "If > 0, first generate (or complete) "
+    "the synthetic demo dataset in --manifest's directory, with --seed as "
+    "its seed (see i3d_demo.synthetic); one made with other settings is "
+    "refused.",
     lower_bound=0)
 
 
