@@ -1150,23 +1150,20 @@ def _define_flags() -> None:
   # Defined only when run as a program, so that importing this module from a
   # trainer with flags of the same names does not clash.
   flags.DEFINE_string("output_dir", None, "Dataset directory to write.")
-  flags.DEFINE_integer("clips_per_class", 20, "Clips of each class.")
-  flags.DEFINE_integer("seed", 0, "Dataset seed.")
+  flags.DEFINE_integer("clips_per_class", 20, "Clips of each class.",
+                       lower_bound=1)
+  flags.DEFINE_integer("seed", 0, "Dataset seed.", lower_bound=0)
   flags.DEFINE_string("contact_sheet", None,
                       "Also write a PNG grid of frames, one row per class.")
   flags.DEFINE_integer("num_subjects", DEFAULT_NUM_SUBJECTS,
-                       "Subjects sharing the clips.")
-  flags.DEFINE_integer("width", DEFAULT_WIDTH, "Frame width in pixels.")
-  flags.DEFINE_integer("height", DEFAULT_HEIGHT, "Frame height in pixels.")
-  flags.DEFINE_float("fps", DEFAULT_FPS, "Frame rate.")
+                       "Subjects sharing the clips.", lower_bound=1)
+  flags.DEFINE_integer("width", DEFAULT_WIDTH, "Frame width in pixels, even.",
+                       lower_bound=16)
+  flags.DEFINE_integer("height", DEFAULT_HEIGHT,
+                       "Frame height in pixels, even.", lower_bound=16)
+  flags.DEFINE_float("fps", DEFAULT_FPS, "Frame rate.", lower_bound=1)
   flags.DEFINE_integer("num_workers", os.cpu_count() or 1,
-                       "Processes rendering clips in parallel.")
-  for name, least in (("clips_per_class", 1), ("seed", 0), ("num_subjects", 1),
-                      ("width", 16), ("height", 16), ("fps", 1),
-                      ("num_workers", 1)):
-    flags.register_validator(
-        name, functools.partial(lambda least, value: value >= least, least),
-        message=f"--{name} must be at least {least}")
+                       "Processes rendering clips in parallel.", lower_bound=1)
   for name in ("width", "height"):
     flags.register_validator(name, lambda value: value % 2 == 0,
                              message=f"--{name} must be even (video codecs)")

@@ -415,7 +415,7 @@ class CommandLineTest(_TempDirTestCase):
       f.write("not a directory")
     for args, message in (
         (["--output_dir=" + directory, "--clips_per_class=0"],
-         "--clips_per_class must be at least 1"),
+         "--clips_per_class=0: 0 is not a positive integer"),
         (["--output_dir=" + directory, "--height=47"],
          "--height must be even"),
         (["--output_dir=" + taken], "error: .*File exists: .*file")):
