@@ -56,6 +56,9 @@ SETTINGS_NAME = "synthetic.json"
 # Bump when a change alters the pixels a given seed produces, so that a rerun
 # over an older output refuses instead of mixing two generators.
 GENERATOR_VERSION = 3  # 3: butt-up and sagging push-ups share depths.
+# The least value of each numeric argument of `generate_dataset` (and flag).
+_LOWER_BOUNDS = {"clips_per_class": 1, "seed": 0, "num_subjects": 1,
+                 "width": 16, "height": 16, "fps": 1, "num_workers": 1}
 
 _MIN_SECONDS, _MAX_SECONDS = 2.4, 4.0
 # Rep periods stay shorter than the shortest clip so that every clip shows a
@@ -1024,13 +1027,12 @@ def generate_dataset(output_dir: str, clips_per_class: int, seed: int, *,
     ValueError: on invalid arguments, or if `output_dir` holds clips made with
       other settings.
   """
-  for name, value, least in (("clips_per_class", clips_per_class, 1),
-                             ("num_subjects", num_subjects, 1),
-                             ("num_workers", num_workers, 1), ("seed", seed, 0),
-                             ("width", width, 16), ("height", height, 16),
-                             ("fps", fps, 1)):
-    if value < least:
-      raise ValueError(f"{name} must be at least {least}, got {value}")
+  given = {"clips_per_class": clips_per_class, "seed": seed,
+           "num_subjects": num_subjects, "width": width, "height": height,
+           "fps": fps, "num_workers": num_workers}
+  for name, least in _LOWER_BOUNDS.items():
+    if given[name] < least:
+      raise ValueError(f"{name} must be at least {least}, got {given[name]}")
   if width % 2 or height % 2:
     raise ValueError(f"width and height must be even, as video codecs want; "
                      f"got {width}x{height}")
@@ -1150,20 +1152,25 @@ def _define_flags() -> None:
   # Defined only when run as a program, so that importing this module from a
   # trainer with flags of the same names does not clash.
   flags.DEFINE_string("output_dir", None, "Dataset directory to write.")
+  bound = _LOWER_BOUNDS
   flags.DEFINE_integer("clips_per_class", 20, "Clips of each class.",
-                       lower_bound=1)
-  flags.DEFINE_integer("seed", 0, "Dataset seed.", lower_bound=0)
+                       lower_bound=bound["clips_per_class"])
+  flags.DEFINE_integer("seed", 0, "Dataset seed.", lower_bound=bound["seed"])
   flags.DEFINE_string("contact_sheet", None,
                       "Also write a PNG grid of frames, one row per class.")
   flags.DEFINE_integer("num_subjects", DEFAULT_NUM_SUBJECTS,
-                       "Subjects sharing the clips.", lower_bound=1)
+                       "Subjects sharing the clips.",
+                       lower_bound=bound["num_subjects"])
   flags.DEFINE_integer("width", DEFAULT_WIDTH, "Frame width in pixels, even.",
-                       lower_bound=16)
+                       lower_bound=bound["width"])
   flags.DEFINE_integer("height", DEFAULT_HEIGHT,
-                       "Frame height in pixels, even.", lower_bound=16)
-  flags.DEFINE_float("fps", DEFAULT_FPS, "Frame rate.", lower_bound=1)
+                       "Frame height in pixels, even.",
+                       lower_bound=bound["height"])
+  flags.DEFINE_float("fps", DEFAULT_FPS, "Frame rate.",
+                     lower_bound=bound["fps"])
   flags.DEFINE_integer("num_workers", os.cpu_count() or 1,
-                       "Processes rendering clips in parallel.", lower_bound=1)
+                       "Processes rendering clips in parallel.",
+                       lower_bound=bound["num_workers"])
   for name in ("width", "height"):
     flags.register_validator(name, lambda value: value % 2 == 0,
                              message=f"--{name} must be even (video codecs)")
