@@ -187,12 +187,14 @@ class CallCounter:
     """Wraps `function`; `videos_arg`: the position of its entries argument."""
     self.function = function
     self.videos_arg = videos_arg
-    self.calls = 0
     self.args = []
     self.videos = []
 
+  @property
+  def calls(self) -> int:
+    return len(self.args)
+
   def __call__(self, *args, **kwargs):
-    self.calls += 1
     self.args.append(args)
     if self.videos_arg is not None:
       self.videos += [e.path for e in args[self.videos_arg]]
