@@ -969,6 +969,22 @@ def _write_clip(output_dir: str, clip: Clip) -> None:
   fileio.write_bytes(path, encode_mp4(render_clip(clip), clip.fps))
 
 
+def _is_whole(path: str, clip: Clip) -> bool:
+  """Whether `path` holds a video of the clip's length.
+
+  Clips are written atomically, so a file that is empty, cut short or not a
+  video was damaged afterwards (a full disk, a failed copy): render it again.
+  """
+  if not os.path.isfile(path) or os.path.getsize(path) == 0:
+    return False
+  capture = cv2.VideoCapture(path)
+  try:
+    return (capture.isOpened() and
+            int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == clip.num_frames)
+  finally:
+    capture.release()
+
+
 def _init_worker() -> None:
   cv2.setNumThreads(1)  # Parallelism comes from the processes.
 
@@ -1005,8 +1021,9 @@ def generate_dataset(output_dir: str, clips_per_class: int, seed: int, *,
   """Writes the synthetic dataset, completing whatever is missing.
 
   Each video is written atomically and the manifest last, so an interrupted
-  run leaves only whole files and a rerun with the same settings finishes it;
-  over a complete output a rerun writes nothing.
+  run leaves only whole files and a rerun with the same settings finishes it,
+  rendering again any clip whose file is missing, empty or not of the clip's
+  length; over a complete output a rerun writes nothing.
 
   Args:
     output_dir: the dataset directory.
@@ -1048,8 +1065,8 @@ def generate_dataset(output_dir: str, clips_per_class: int, seed: int, *,
                        width=width, height=height, fps=fps,
                        conditions=conditions)
            for label in CLASSES for index in range(clips_per_class)]
-  missing = [clip for clip in clips if not os.path.exists(
-      os.path.join(output_dir, clip_path(clip.label, clip.clip_index)))]
+  missing = [clip for clip in clips if not _is_whole(
+      os.path.join(output_dir, clip_path(clip.label, clip.clip_index)), clip)]
   logging.info("%s: %d of %d clips to render", output_dir, len(missing),
                len(clips))
   if num_workers == 1 or len(missing) <= 1:

@@ -360,6 +360,19 @@ class DatasetTest(_TempDirTestCase):
       if name not in (lost, manifest):
         self.assertEqual(after[name], stat, name)
 
+  def test_rerun_renders_damaged_clips_again(self):
+    directory = self._tempdir()
+    rows = _read_manifest(self._generate(directory))
+    emptied, cut = (os.path.join(directory, rows[i]["path"]) for i in (2, 7))
+    originals = {path: _read_bytes(path) for path in (emptied, cut)}
+    with open(emptied, "wb"):
+      pass
+    with open(cut, "r+b") as f:
+      f.truncate(len(originals[cut]) // 2)
+    self._generate(directory)
+    for path, original in originals.items():
+      self.assertEqual(_read_bytes(path), original, path)
+
   def test_refuses_other_settings(self):
     directory = self._tempdir()
     self._generate(directory, clips_per_class=1)

@@ -23,7 +23,6 @@ import dataclasses
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from absl import logging
 import cv2
 import numpy as np
 
@@ -375,7 +374,6 @@ def _write_png(path: str, image: np.ndarray) -> None:
   if not encoded:
     raise OSError(f"{path}: OpenCV could not encode the PNG")
   fileio.write_bytes(path, png.tobytes())
-  logging.info("Wrote %s", path)
 
 
 def render_per_subject(report: Mapping[str, Any]) -> np.ndarray:

@@ -236,7 +236,8 @@ def run(config: config_lib.TrainConfig,
   subjects = {e.path: e.subject for e in info.entries}
   report = cv_reports.build_report(results[100], info.classes, groups,
                                    subjects, grouping, seed=config.seed)
-  cv_reports.write_report(config.train_dir, report)
+  written = cv_reports.write_report(config.train_dir, report)
+  logging.info("Wrote %s", ", ".join(written.values()))
   # The settings of every fold, once all of them have been checked.
   config_lib.save_config(config)
   if not config.learning_curve_percents:
@@ -250,7 +251,8 @@ def run(config: config_lib.TrainConfig,
       {p / 100: r for p, r in results.items()}, info.classes, groups,
       grouping, seed=config.seed)
   written = cv_reports.write_report(config.train_dir, report, curve)
-  logging.info("Wrote %s", ", ".join(written.values()))
+  logging.info("Wrote %s", ", ".join(
+      path for name, path in written.items() if "learning_curve" in name))
   return report, curve
 
 
