@@ -40,14 +40,17 @@ _PREPARE = flags.DEFINE_bool(
     "--manifest before training; already prepared videos are skipped.")
 _SYNTHETIC_CLIPS = flags.DEFINE_integer(
     "synthetic_clips_per_class", 0, "If > 0, first generate (or complete) "
-    "the synthetic demo dataset in --manifest's directory, with --seed as "
-    "its seed (see i3d_demo.synthetic); one made with other settings is "
-    "refused.",
+    "the synthetic demo dataset in --manifest's directory, with "
+    "--synthetic_seed as its seed (see i3d_demo.synthetic); one made with "
+    "other settings is refused.",
     lower_bound=0)
+_SYNTHETIC_SEED = flags.DEFINE_integer(
+    "synthetic_seed", 0, "Seed of the synthetic demo dataset (clips, "
+    "subjects, scenes); --seed seeds the training.", lower_bound=0)
 
 
-def _maybe_generate_demo_data(prepare: config_lib.PrepareConfig,
-                              seed: int) -> Optional[str]:
+def _maybe_generate_demo_data(
+    prepare: config_lib.PrepareConfig) -> Optional[str]:
   """Generates the synthetic dataset where --manifest points, if asked."""
   if _SYNTHETIC_CLIPS.value <= 0:
     return prepare.manifest
@@ -55,7 +58,7 @@ def _maybe_generate_demo_data(prepare: config_lib.PrepareConfig,
     raise app.UsageError("--synthetic_clips_per_class needs --manifest")
   return synthetic.generate_dataset(
       os.path.dirname(os.path.abspath(prepare.manifest)),
-      clips_per_class=_SYNTHETIC_CLIPS.value, seed=seed,
+      clips_per_class=_SYNTHETIC_CLIPS.value, seed=_SYNTHETIC_SEED.value,
       num_workers=prepare.prepare_workers)
 
 
@@ -63,7 +66,7 @@ def _prepare(prepare: config_lib.PrepareConfig,
              preprocess: config_lib.PreprocessConfig,
              config: config_lib.TrainConfig) -> None:
   from i3d.data import cache as data_cache  # pylint: disable=g-import-not-at-top
-  manifest = _maybe_generate_demo_data(prepare, config.seed)
+  manifest = _maybe_generate_demo_data(prepare)
   if not (prepare.data_dir or manifest):
     raise app.UsageError("--prepare needs --data_dir or --manifest "
                          "(or use --noprepare with a prepared --cache_dir)")
@@ -145,22 +148,30 @@ def main(argv: Sequence[str]) -> None:
       return
     config_lib.save_config(config)
     trainer = train_loop.Trainer(config)
+    held_out = bool(info.split_entries("eval"))
+    if not held_out:
+      # Said now, not after the training: the split has no videos to score.
+      logging.warning(
+          "%s has no video in its eval split (too few subjects, or "
+          "prepared with --eval_fraction=0): training without evaluation",
+          config.cache_dir)
 
     def evaluate(step: int) -> dict:
       del step  # Unused.
       return evaluation.evaluate_model(trainer.model, config).metrics
 
-    result = trainer.train(evaluate_fn=evaluate)
+    result = trainer.train(evaluate_fn=evaluate if held_out else None)
     if result["stopped_early"]:
       logging.info("Stopped at step %d; rerun the same command to resume",
                    result["step"])
       return
-    metrics = evaluate(result["step"])
-    trainer.log_eval(metrics, result["step"])
-    eval_reports.write_metrics_json(
-        os.path.join(trainer.checkpointer.worker_dir, evaluation.METRICS_FILE),
-        metrics)
-    print(eval_reports.format_report(metrics))
+    if held_out:
+      metrics = evaluate(result["step"])
+      trainer.log_eval(metrics, result["step"])
+      eval_reports.write_metrics_json(
+          os.path.join(trainer.checkpointer.worker_dir,
+                       evaluation.METRICS_FILE), metrics)
+      print(eval_reports.format_report(metrics))
     if config.export:
       export.export_all(trainer.model, trainer.checkpointer.worker_dir,
                         config.classes, config.crop_size,

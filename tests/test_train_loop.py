@@ -484,6 +484,37 @@ class TrainScriptTest(TinyDataTest):
     with open(os.path.join(train_dir, config_lib.CONFIG_FILE)) as f:
       self.assertEqual(json.load(f)["classes"], list(CLASSES))
 
+  def test_a_cache_without_eval_videos_trains_without_evaluation(self):
+    root = self.create_tempdir().full_path
+    cache_dir = os.path.join(root, "cache")
+    report = data_cache.prepare_dataset(
+        cache_dir, manifest=testdata.make_direction_dataset(
+            os.path.join(root, "videos"), CLASSES, videos_per_class=2),
+        classes=list(CLASSES),
+        config=config_lib.PreprocessConfig(short_side=36,
+                                           flow_algorithm="dis"),
+        eval_fraction=0.0, seed=0)
+    self.assertTrue(report.ok, report.summary())
+    train_dir = self.train_dir()
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train.py"), "--noprepare",
+         f"--cache_dir={cache_dir}", f"--train_dir={train_dir}",
+         "--num_frames=4", "--crop_size=32", "--batch_size=2",
+         "--num_steps=2", "--checkpoint_every=2", "--eval_every=1",
+         "--log_every=1",
+         f"--rgb_checkpoint={self.rgb_checkpoint}", "--feature_views=1",
+         "--noexport"],
+        cwd=ROOT, capture_output=True, text=True, check=False)
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    # Warned before the first step, not found missing after the training.
+    output = result.stderr
+    self.assertLess(output.index("training without evaluation"),
+                    output.index("step 1/2"))
+    self.assertFalse(os.path.exists(
+        os.path.join(train_dir, evaluation.METRICS_FILE)))
+    self.assertEqual(os.path.basename(
+        train_checkpointer.latest_checkpoint(train_dir)), "ckpt-2")
+
 
 if __name__ == "__main__":
   absltest.main()
