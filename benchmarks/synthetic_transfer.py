@@ -19,19 +19,15 @@ the in-condition top-1 are the proxy for new people in new rooms.
 `--train_manifest` trains on videos made elsewhere instead, e.g. by an older
 generator (check out its commit, run this there with `--workdir`, then point
 this run at `<workdir>/train/manifest.csv`), so that two generators are
-compared on the same held-out set. `--train_override` changes the training
-conditions only (e.g. `'{"rooms": ["plain"]}'`: what do rooms add?).
-`--workdir` keeps the videos, caches, features and weights for reruns. Prints
-a table, then one JSON line.
+compared on the same held-out set. `--workdir` keeps the videos and caches
+for reruns. Prints a table, then one JSON line.
 """
 
 import dataclasses
-import hashlib
-import json
 import os
 import tempfile
 import time
-from typing import Any, Dict, Mapping, Sequence
+from typing import Any, Dict, Sequence
 
 from absl import app
 from absl import flags
@@ -41,13 +37,11 @@ from benchmarks import common
 common.quiet_tensorflow_logs()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from i3d import config as config_lib
-from i3d import streams as streams_lib
-from i3d.data import cache as data_cache
-from i3d.eval import evaluate as evaluation
-from i3d.train import loop as train_loop
-from i3d.video import preprocess as video_preprocess
-from i3d_demo import synthetic
+from i3d import dataset
+from i3d import synthetic
+from i3d import trained
+from i3d import training
+from i3d import video
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 # The conditions training never sees: three-quarter and front views, high
@@ -76,19 +70,8 @@ def _minus(default: Sequence[Any], held_out: Sequence[Any]) -> tuple[Any, ...]:
   return tuple(kept)
 
 
-def _as_tuples(value: Any) -> Any:
-  """JSON lists as the tuples `Conditions` holds."""
-  return tuple(map(_as_tuples, value)) if isinstance(value, list) else value
-
-
-def conditions(train_override: Mapping[str, Any] | None = None
-               ) -> tuple[synthetic.Conditions, synthetic.Conditions]:
+def conditions() -> tuple[synthetic.Conditions, synthetic.Conditions]:
   """The training and held-out conditions: disjoint on every held-out field.
-
-  Args:
-    train_override: `Conditions` fields whose values replace the defaults
-      for training (before the held-out values are removed), e.g. to turn
-      one kind of randomisation off and measure what it adds.
 
   Returns:
     TRAIN, the generator's defaults minus the held-out values, and HELD_OUT,
@@ -97,10 +80,8 @@ def conditions(train_override: Mapping[str, Any] | None = None
   defaults = synthetic.Conditions()
   fields = {f.name for f in dataclasses.fields(defaults)}
   held_out = {k: v for k, v in HELD_OUT.items() if k in fields}
-  train = dataclasses.replace(defaults, **{
-      k: _as_tuples(v) for k, v in (train_override or {}).items()})
-  return (dataclasses.replace(train, **{
-      k: _minus(getattr(train, k), v) for k, v in held_out.items()}),
+  train = {k: _minus(getattr(defaults, k), v) for k, v in held_out.items()}
+  return (dataclasses.replace(defaults, **train),
           dataclasses.replace(defaults, **held_out))
 
 _WORKDIR = flags.DEFINE_string(
@@ -109,10 +90,6 @@ _WORKDIR = flags.DEFINE_string(
 _TRAIN_MANIFEST = flags.DEFINE_string(
     "train_manifest", None, "Train on these videos instead of generating "
     "them (e.g. from another generator version).")
-_TRAIN_OVERRIDE = flags.DEFINE_string(
-    "train_override", None, "JSON of Conditions fields for the training set, "
-    "e.g. '{\"rooms\": [\"plain\"], \"overlay_probability\": 0}' to "
-    "measure what rooms and captions add (the test sets stay the same).")
 _CLIPS_PER_CLASS = flags.DEFINE_integer("clips_per_class", 12,
                                         "Training clips per class.")
 _TEST_CLIPS_PER_CLASS = flags.DEFINE_integer(
@@ -126,10 +103,6 @@ _CROP_SIZE = flags.DEFINE_integer("crop_size", 112, "Crop side.")
 _SHORT_SIDE = flags.DEFINE_integer("short_side", 128, "Frame short side.")
 _FEATURE_VIEWS = flags.DEFINE_integer("feature_views", 2,
                                       "Cached views per training video.")
-_EVAL_NUM_FRAMES = flags.DEFINE_integer(
-    "eval_num_frames", 32, "Frames of the one centre clip evaluated per test "
-    "video; 0 for the whole video (several times slower: every length is "
-    "traced anew).")
 _NUM_STEPS = flags.DEFINE_integer("num_steps", 200, "Training steps.")
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.05, "Peak rate.")
 _RGB_CHECKPOINT = flags.DEFINE_string(
@@ -145,35 +118,23 @@ def make_cache(workdir: str, name: str, seed: int, clips_per_class: int,
         os.path.join(workdir, name), clips_per_class=clips_per_class,
         seed=seed, num_workers=os.cpu_count() or 1, conditions=conditions)
   cache_dir = os.path.join(workdir, f"{name}_cache_{_SHORT_SIDE.value}")
-  report = data_cache.prepare_dataset(
+  report = dataset.prepare_dataset(
       cache_dir, manifest=manifest, streams=streams,
-      config=video_preprocess.PreprocessConfig(short_side=_SHORT_SIDE.value,
+      config=video.PreprocessConfig(short_side=_SHORT_SIDE.value,
                                     flow_algorithm="dis"),
       num_workers=os.cpu_count() or 1, eval_fraction=0.0)
   assert report.ok, report.summary()
   return cache_dir
 
 
-def _train_set_name(override: Mapping[str, Any]) -> str:
-  """The training set's directory name: one per override or given set."""
-  if _TRAIN_MANIFEST.value:
-    return "train_given"
-  if not override:
-    return "train"
-  text = json.dumps(override, sort_keys=True)
-  return "train_" + hashlib.sha256(text.encode()).hexdigest()[:8]
-
-
 def run(workdir: str) -> Dict[str, Any]:
   """Trains on the train set and evaluates both test sets."""
-  streams = streams_lib.parse_streams(_STREAM.value)
+  streams = training.TrainConfig(cache_dir="", train_dir="",
+                                 stream=_STREAM.value).streams
   started = time.monotonic()
-  override = json.loads(_TRAIN_OVERRIDE.value or "{}")
-  train, held_out = conditions(override)
+  train, held_out = conditions()
   caches = {
-      # A given training set gets its own cache, so that the test sets of a
-      # kept workdir can be reused with it.
-      "train": make_cache(workdir, _train_set_name(override), 0, _CLIPS_PER_CLASS.value, train,
+      "train": make_cache(workdir, "train", 0, _CLIPS_PER_CLASS.value, train,
                           streams, _TRAIN_MANIFEST.value),
       "in-condition": make_cache(workdir, "in_condition", 1,
                                  _TEST_CLIPS_PER_CLASS.value, train, streams),
@@ -181,28 +142,23 @@ def run(workdir: str) -> Dict[str, Any]:
                              _TEST_CLIPS_PER_CLASS.value, held_out, streams),
   }
   generate_s = time.monotonic() - started
-  # Named by what decides the weights, so that a rerun over a kept workdir
-  # resumes from the cached features and the final checkpoint.
-  run_name = (f"run_{os.path.basename(caches['train'])}_{_STREAM.value}_"
-              f"{_TRAINABLE.value}_{_NUM_FRAMES.value}x{_CROP_SIZE.value}_"
-              f"v{_FEATURE_VIEWS.value}_s{_NUM_STEPS.value}")
-  config = config_lib.TrainConfig(
+  config = training.TrainConfig(
       cache_dir=caches["train"],
-      train_dir=os.path.join(workdir, run_name),
-      classes=data_cache.read_cache(caches["train"]).classes,
+      train_dir=tempfile.mkdtemp(dir=workdir, prefix="run_"),
+      classes=dataset.read_cache(caches["train"]).classes,
       stream=_STREAM.value, num_frames=_NUM_FRAMES.value,
       crop_size=_CROP_SIZE.value, batch_size=16, trainable=_TRAINABLE.value,
       learning_rate=_LEARNING_RATE.value, warmup_steps=10,
       num_steps=_NUM_STEPS.value, eval_every=10**9,
       checkpoint_every=10**9, log_every=50, feature_views=_FEATURE_VIEWS.value,
       rgb_checkpoint=common.rgb_checkpoint(_RGB_CHECKPOINT.value, workdir),
-      eval_num_frames=_EVAL_NUM_FRAMES.value or None, export=False)
-  trainer = train_loop.Trainer(config)
+      export=False)
+  trainer = training.Trainer(config)
   trainer.train()
   train_s = time.monotonic() - started - generate_s
   top1 = {}
   for name in ("in-condition", "held-out"):
-    metrics = evaluation.evaluate_model(trainer.model, config, caches[name],
+    metrics = trained.evaluate_model(trainer.model, config, caches[name],
                                      split=None).metrics
     top1[name] = {stream: metrics["streams"][stream]["top1"]
                   for stream in metrics["streams"]}
@@ -238,10 +194,7 @@ def main(argv: Sequence[str]) -> None:
       "clips_per_class": _CLIPS_PER_CLASS.value,
       "test_clips_per_class": _TEST_CLIPS_PER_CLASS.value,
       "num_steps": _NUM_STEPS.value, "feature_views": _FEATURE_VIEWS.value,
-      "eval_num_frames": _EVAL_NUM_FRAMES.value,
-      "train_override": _TRAIN_OVERRIDE.value,
-      "conditions": [dataclasses.asdict(c) for c in conditions(
-          json.loads(_TRAIN_OVERRIDE.value or "{}"))]})
+      "conditions": [dataclasses.asdict(c) for c in conditions()]})
 
 
 if __name__ == "__main__":

@@ -81,6 +81,12 @@ class Motion:
                        axis=-1) for side in "lr"
     ], axis=0) / self.clip.body.radii["head"]
 
+  def thigh_elevation(self) -> np.ndarray:
+    """Degrees the knee-to-hip line rises over the horizontal, (T,)."""
+    thigh = self.joints["pelvis"] - self.mean("knee")
+    return np.degrees(np.arctan2(thigh[:, 1],
+                                 np.linalg.norm(thigh[:, [0, 2]], axis=-1)))
+
   def shoulder_rise(self) -> np.ndarray:
     shoulders = self.height("shoulder")
     return shoulders - shoulders.min()
@@ -117,6 +123,8 @@ RULES: dict[str, list[Rule]] = {
     "squat_not-low": [
         ("hip always above knee", lambda m: np.all(
             m.height("pelvis") > m.height("knee") + 0.1 * m.h)),
+        ("thighs well above parallel at the bottom",
+         lambda m: m.thigh_elevation()[m.peak] > 25),
         ("yet it squats", lambda m:
          m.height("pelvis")[m.rest] - m.height("pelvis")[m.peak] > 0.08 * m.h),
         _FEET_DOWN,
@@ -143,14 +151,18 @@ RULES: dict[str, list[Rule]] = {
     ],
     "push-up_not-straight": _PUSH_UP_CONTACTS + [
         ("hips sag", lambda m: m.hip_above_body_line().max() < -0.06 * m.h),
+        ("sagging more at the bottom", lambda m:
+         m.hip_above_body_line()[m.peak] <
+         m.hip_above_body_line()[m.rest] - 0.03 * m.h),
         ("goes low", lambda m: m.push_up_depth()[m.peak] < 0.62),
     ],
     "crunch_correct": [_CRUNCH_LYING, _HANDS_AWAY, _SHOULDERS_RISE, _FEET_DOWN],
     "crunch_heels-up": [
         _CRUNCH_LYING, _HANDS_AWAY, _SHOULDERS_RISE,
-        ("feet off the floor", lambda m: m.lowest_foot().min() > 0.12 * m.h),
+        ("heels rise with the crunch", lambda m:
+         m.lowest_foot()[m.peak] - m.lowest_foot()[m.rest] > 0.1 * m.h),
         ("feet high at the top",
-         lambda m: m.lowest_foot()[m.peak] > 0.25 * m.h),
+         lambda m: m.lowest_foot()[m.peak] > 0.18 * m.h),
     ],
     "crunch_not-enough": [
         _CRUNCH_LYING, _HANDS_AWAY,
@@ -226,7 +238,7 @@ class SamplingTest(absltest.TestCase):
   def test_clip_lengths(self):
     for index in range(20):
       clip = synthetic.sample_clip("squat_correct", index, 0)
-      self.assertBetween(clip.num_frames / clip.fps, 2.0, 4.0)
+      self.assertBetween(clip.num_frames / clip.fps, 2.0, 4.5)
       self.assertLess(clip.rep_seconds, clip.num_frames / clip.fps)
 
   def test_rejects_unknown_class(self):
@@ -242,9 +254,10 @@ class RenderTest(absltest.TestCase):
           synthetic.sample_clip("push-up_butt-up", 2, seed))
 
     frames = render(5)
+    clip = synthetic.sample_clip("push-up_butt-up", 2, 5)
     self.assertEqual(frames.dtype, np.uint8)
-    self.assertEqual(frames.shape[1:], (synthetic.DEFAULT_HEIGHT,
-                                        synthetic.DEFAULT_WIDTH, 3))
+    self.assertEqual(frames.shape[1:], (clip.height, clip.width, 3))
+    self.assertEqual(min(frames.shape[1:3]), synthetic.DEFAULT_HEIGHT)
     np.testing.assert_array_equal(frames, render(5))
     self.assertFalse(np.array_equal(frames[:10], render(6)[:10]))
 
