@@ -134,7 +134,10 @@ def run(workdir: str) -> Dict[str, Any]:
   started = time.monotonic()
   train, held_out = conditions()
   caches = {
-      "train": make_cache(workdir, "train", 0, _CLIPS_PER_CLASS.value, train,
+      # A given training set gets its own cache, so that the test sets of a
+      # kept workdir can be reused with it.
+      "train": make_cache(workdir, "train_given" if _TRAIN_MANIFEST.value
+                          else "train", 0, _CLIPS_PER_CLASS.value, train,
                           streams, _TRAIN_MANIFEST.value),
       "in-condition": make_cache(workdir, "in_condition", 1,
                                  _TEST_CLIPS_PER_CLASS.value, train, streams),

@@ -5,11 +5,15 @@ perspective camera films it. Each class is a pair of keyframes (the rest pose
 and the peak of a repetition) over one of four exercise rigs, and its form
 fault is a kinematic rule that holds on the generated skeleton: the hips go
 below the knees in squat_correct and stop above them in squat_not-low, the feet
-leave the floor in crunch_heels-up, and so on. Everything else varies with the
-seed: the subject's proportions and clothes (one subject id fixes both), the
-camera angle, distance and shake, the facing direction, the room, the
-lighting, the noise, the rep speed, the phase at the start and the clip
-length.
+rise off the floor during crunch_heels-up, and so on. Everything else is
+randomised, within the ranges of `Conditions`, so that what is learnt carries
+over to real recordings: the subject's proportions, build, skin and clothes (one
+subject id fixes them), the camera's view (side to front), height, distance,
+shake and framing (landscape or portrait, off-centre, partly cut), the room
+(bare, home or gym, with furniture, equipment and clutter), the light and the
+person's shadow, what a phone adds (exposure, white balance, vignetting,
+motion blur, defocus, resolution loss, noise, captions, JPEG compression), the
+rep speed and holds, the phase at the start and the clip length.
 
 Usage:
 
@@ -1499,19 +1503,35 @@ def _peak_centred_frames(clip: Clip, count: int) -> list[int]:
   return list(np.clip(peak + offsets, 0, clip.num_frames - 1))
 
 
+def _letterbox(frame: np.ndarray, width: int, height: int) -> np.ndarray:
+  """`frame` shrunk to fit a width x height box, centred on dark grey."""
+  scale = min(width / frame.shape[1], height / frame.shape[0])
+  size = (max(1, int(round(frame.shape[1] * scale))),
+          max(1, int(round(frame.shape[0] * scale))))
+  box = np.full((height, width, 3), 40, np.uint8)
+  top, left = (height - size[1]) // 2, (width - size[0]) // 2
+  box[top:top + size[1], left:left + size[0]] = cv2.resize(
+      frame, size, interpolation=cv2.INTER_AREA)
+  return box
+
+
 def render_contact_sheet(seed: int, *, columns: int = 6,
+                         clips_per_row: int = 2,
                          thumbnail_height: int = 96,
                          num_subjects: int = DEFAULT_NUM_SUBJECTS,
                          width: int = DEFAULT_WIDTH,
                          height: int = DEFAULT_HEIGHT,
                          fps: float = DEFAULT_FPS,
                          label_width: int = 170) -> np.ndarray:
-  """A grid of frames, one row per class, each spanning one repetition.
+  """A grid of frames, one row per class, from clips of different subjects.
 
   Args:
     seed: the dataset seed.
     columns: frames per row.
-    thumbnail_height: frames taller than this are shrunk to it.
+    clips_per_row: clips shown in each row, each by `columns //
+      clips_per_row` frames spanning one repetition.
+    thumbnail_height: frames are letterboxed into boxes of this height (at
+      most `height`) and the width of a landscape frame.
     num_subjects: as for `generate_dataset`.
     width: frame width in pixels.
     height: frame height in pixels.
@@ -1526,13 +1546,16 @@ def render_contact_sheet(seed: int, *, columns: int = 6,
   thumb_width = int(round(width * thumb_height / height))
   rows = []
   for row, label in enumerate(CLASSES):
-    # Row i shows clip i of its class (as in a dataset of the same seed):
-    # a different subject on each row.
-    clip = sample_clip(label, row, seed, num_subjects=num_subjects,
-                       width=width, height=height, fps=fps)
-    shown = render_clip(clip)[_peak_centred_frames(clip, columns)]
-    frames = [cv2.resize(frame, (thumb_width, thumb_height),
-                         interpolation=cv2.INTER_AREA) for frame in shown]
+    # Row i shows clips i, i + 10, ... of its class (as in a dataset of the
+    # same seed): different subjects, rooms and views on every row.
+    frames = []
+    for index in range(row, row + 10 * clips_per_row, 10):
+      clip = sample_clip(label, index, seed, num_subjects=num_subjects,
+                         width=width, height=height, fps=fps)
+      shown = render_clip(clip)[_peak_centred_frames(
+          clip, columns // clips_per_row)]
+      frames += [_letterbox(frame, thumb_width, thumb_height)
+                 for frame in shown]
     name = np.full((thumb_height, label_width, 3), 255, np.uint8)
     cv2.putText(name, label, (6, thumb_height // 2 + 5),
                 cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)

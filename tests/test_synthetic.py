@@ -241,6 +241,49 @@ class SamplingTest(absltest.TestCase):
       self.assertBetween(clip.num_frames / clip.fps, 2.0, 4.5)
       self.assertLess(clip.rep_seconds, clip.num_frames / clip.fps)
 
+  def test_default_conditions_vary_what_real_recordings_vary(self):
+    clips = [synthetic.sample_clip(label, index, seed=0)
+             for label in synthetic.CLASSES for index in range(8)]
+    # Side (azimuth near 0 or 180), front (near 90) and in between.
+    views = [90 - abs(90 - (c.azimuth % 360)) for c in clips]
+    self.assertLess(min(views), 5)
+    self.assertGreater(max(views), 80)
+    self.assertTrue(any(30 < v < 60 for v in views))
+    self.assertEqual({c.room for c in clips}, set(synthetic.ROOMS))
+    self.assertTrue(any(c.width > c.height for c in clips))
+    self.assertTrue(any(c.width < c.height for c in clips))
+    for clip in clips:
+      self.assertEqual(min(clip.width, clip.height), synthetic.DEFAULT_HEIGHT)
+    self.assertEqual({c.overlay for c in clips}, {False, True})
+    self.assertGreater(np.ptp([c.jpeg_quality for c in clips]), 50)
+    self.assertGreater(np.ptp([c.elevation for c in clips]), 20)
+    self.assertGreater(np.ptp([c.fill for c in clips]), 0.4)
+    heights = {c.body.height for c in clips}
+    self.assertGreater(max(heights) - min(heights), 0.2)
+
+  def test_conditions_bound_every_sample(self):
+    conditions = synthetic.Conditions(
+        views=((40.0, 65.0), (75.0, 90.0)), elevations=((20.0, 30.0),),
+        heights=((1.5, 1.55),), girths=((1.3, 1.4),), rooms=("gym",),
+        aspects=(9 / 16,), overlay_probability=0.0,
+        jpeg_qualities=((100.0, 100.0),))
+    views = []
+    for label in synthetic.CLASSES:
+      for index in range(4):
+        clip = synthetic.sample_clip(label, index, 1, conditions=conditions)
+        view = 90 - abs(90 - (clip.azimuth % 360))
+        views.append(view)
+        self.assertTrue(40 <= view <= 65 or 75 <= view <= 90, view)
+        self.assertBetween(clip.elevation, 20, 30)
+        self.assertBetween(clip.body.height, 1.5, 1.55)
+        self.assertEqual(clip.room, "gym")
+        self.assertEqual((clip.width, clip.height),
+                         (synthetic.DEFAULT_HEIGHT, 298))
+        self.assertFalse(clip.overlay)
+        self.assertEqual(clip.jpeg_quality, 100)
+    # Both intervals are used, in proportion to their widths.
+    self.assertTrue(any(v < 65 for v in views) and any(v > 75 for v in views))
+
   def test_rejects_unknown_class(self):
     with self.assertRaisesRegex(ValueError, "unknown class"):
       synthetic.sample_clip("burpee", 0, 0)
