@@ -103,6 +103,10 @@ _CROP_SIZE = flags.DEFINE_integer("crop_size", 112, "Crop side.")
 _SHORT_SIDE = flags.DEFINE_integer("short_side", 128, "Frame short side.")
 _FEATURE_VIEWS = flags.DEFINE_integer("feature_views", 2,
                                       "Cached views per training video.")
+_EVAL_NUM_FRAMES = flags.DEFINE_integer(
+    "eval_num_frames", 32, "Frames of the one centre clip evaluated per test "
+    "video; 0 for the whole video (several times slower: every length is "
+    "traced anew).")
 _NUM_STEPS = flags.DEFINE_integer("num_steps", 200, "Training steps.")
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.05, "Peak rate.")
 _RGB_CHECKPOINT = flags.DEFINE_string(
@@ -145,9 +149,14 @@ def run(workdir: str) -> Dict[str, Any]:
                              _TEST_CLIPS_PER_CLASS.value, held_out, streams),
   }
   generate_s = time.monotonic() - started
+  # Named by what decides the weights, so that a rerun over a kept workdir
+  # resumes from the cached features and the final checkpoint.
+  run_name = (f"run_{os.path.basename(caches['train'])}_{_STREAM.value}_"
+              f"{_TRAINABLE.value}_{_NUM_FRAMES.value}x{_CROP_SIZE.value}_"
+              f"v{_FEATURE_VIEWS.value}_s{_NUM_STEPS.value}")
   config = training.TrainConfig(
       cache_dir=caches["train"],
-      train_dir=tempfile.mkdtemp(dir=workdir, prefix="run_"),
+      train_dir=os.path.join(workdir, run_name),
       classes=dataset.read_cache(caches["train"]).classes,
       stream=_STREAM.value, num_frames=_NUM_FRAMES.value,
       crop_size=_CROP_SIZE.value, batch_size=16, trainable=_TRAINABLE.value,
@@ -155,7 +164,7 @@ def run(workdir: str) -> Dict[str, Any]:
       num_steps=_NUM_STEPS.value, eval_every=10**9,
       checkpoint_every=10**9, log_every=50, feature_views=_FEATURE_VIEWS.value,
       rgb_checkpoint=common.rgb_checkpoint(_RGB_CHECKPOINT.value, workdir),
-      export=False)
+      eval_num_frames=_EVAL_NUM_FRAMES.value or None, export=False)
   trainer = training.Trainer(config)
   trainer.train()
   train_s = time.monotonic() - started - generate_s
@@ -197,6 +206,7 @@ def main(argv: Sequence[str]) -> None:
       "clips_per_class": _CLIPS_PER_CLASS.value,
       "test_clips_per_class": _TEST_CLIPS_PER_CLASS.value,
       "num_steps": _NUM_STEPS.value, "feature_views": _FEATURE_VIEWS.value,
+      "eval_num_frames": _EVAL_NUM_FRAMES.value,
       "conditions": [dataclasses.asdict(c) for c in conditions()]})
 
 
