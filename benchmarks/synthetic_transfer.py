@@ -19,15 +19,19 @@ the in-condition top-1 are the proxy for new people in new rooms.
 `--train_manifest` trains on videos made elsewhere instead, e.g. by an older
 generator (check out its commit, run this there with `--workdir`, then point
 this run at `<workdir>/train/manifest.csv`), so that two generators are
-compared on the same held-out set. `--workdir` keeps the videos and caches
-for reruns. Prints a table, then one JSON line.
+compared on the same held-out set. `--train_override` changes the training
+conditions only (e.g. `'{"rooms": ["plain"]}'`: what do rooms add?).
+`--workdir` keeps the videos, caches, features and weights for reruns. Prints
+a table, then one JSON line.
 """
 
 import dataclasses
+import hashlib
+import json
 import os
 import tempfile
 import time
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Mapping, Sequence
 
 from absl import app
 from absl import flags
@@ -70,8 +74,19 @@ def _minus(default: Sequence[Any], held_out: Sequence[Any]) -> tuple[Any, ...]:
   return tuple(kept)
 
 
-def conditions() -> tuple[synthetic.Conditions, synthetic.Conditions]:
+def _as_tuples(value: Any) -> Any:
+  """JSON lists as the tuples `Conditions` holds."""
+  return tuple(map(_as_tuples, value)) if isinstance(value, list) else value
+
+
+def conditions(train_override: Mapping[str, Any] | None = None
+               ) -> tuple[synthetic.Conditions, synthetic.Conditions]:
   """The training and held-out conditions: disjoint on every held-out field.
+
+  Args:
+    train_override: `Conditions` fields whose values replace the defaults
+      for training (before the held-out values are removed), e.g. to turn
+      one kind of randomisation off and measure what it adds.
 
   Returns:
     TRAIN, the generator's defaults minus the held-out values, and HELD_OUT,
@@ -80,8 +95,10 @@ def conditions() -> tuple[synthetic.Conditions, synthetic.Conditions]:
   defaults = synthetic.Conditions()
   fields = {f.name for f in dataclasses.fields(defaults)}
   held_out = {k: v for k, v in HELD_OUT.items() if k in fields}
-  train = {k: _minus(getattr(defaults, k), v) for k, v in held_out.items()}
-  return (dataclasses.replace(defaults, **train),
+  train = dataclasses.replace(defaults, **{
+      k: _as_tuples(v) for k, v in (train_override or {}).items()})
+  return (dataclasses.replace(train, **{
+      k: _minus(getattr(train, k), v) for k, v in held_out.items()}),
           dataclasses.replace(defaults, **held_out))
 
 _WORKDIR = flags.DEFINE_string(
@@ -90,6 +107,10 @@ _WORKDIR = flags.DEFINE_string(
 _TRAIN_MANIFEST = flags.DEFINE_string(
     "train_manifest", None, "Train on these videos instead of generating "
     "them (e.g. from another generator version).")
+_TRAIN_OVERRIDE = flags.DEFINE_string(
+    "train_override", None, "JSON of Conditions fields for the training set, "
+    "e.g. '{\"rooms\": [\"plain\"], \"overlay_probability\": 0}' to "
+    "measure what rooms and captions add (the test sets stay the same).")
 _CLIPS_PER_CLASS = flags.DEFINE_integer("clips_per_class", 12,
                                         "Training clips per class.")
 _TEST_CLIPS_PER_CLASS = flags.DEFINE_integer(
@@ -131,17 +152,27 @@ def make_cache(workdir: str, name: str, seed: int, clips_per_class: int,
   return cache_dir
 
 
+def _train_set_name(override: Mapping[str, Any]) -> str:
+  """The training set's directory name: one per override or given set."""
+  if _TRAIN_MANIFEST.value:
+    return "train_given"
+  if not override:
+    return "train"
+  text = json.dumps(override, sort_keys=True)
+  return "train_" + hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
 def run(workdir: str) -> Dict[str, Any]:
   """Trains on the train set and evaluates both test sets."""
   streams = training.TrainConfig(cache_dir="", train_dir="",
                                  stream=_STREAM.value).streams
   started = time.monotonic()
-  train, held_out = conditions()
+  override = json.loads(_TRAIN_OVERRIDE.value or "{}")
+  train, held_out = conditions(override)
   caches = {
       # A given training set gets its own cache, so that the test sets of a
       # kept workdir can be reused with it.
-      "train": make_cache(workdir, "train_given" if _TRAIN_MANIFEST.value
-                          else "train", 0, _CLIPS_PER_CLASS.value, train,
+      "train": make_cache(workdir, _train_set_name(override), 0, _CLIPS_PER_CLASS.value, train,
                           streams, _TRAIN_MANIFEST.value),
       "in-condition": make_cache(workdir, "in_condition", 1,
                                  _TEST_CLIPS_PER_CLASS.value, train, streams),
@@ -207,7 +238,9 @@ def main(argv: Sequence[str]) -> None:
       "test_clips_per_class": _TEST_CLIPS_PER_CLASS.value,
       "num_steps": _NUM_STEPS.value, "feature_views": _FEATURE_VIEWS.value,
       "eval_num_frames": _EVAL_NUM_FRAMES.value,
-      "conditions": [dataclasses.asdict(c) for c in conditions()]})
+      "train_override": _TRAIN_OVERRIDE.value,
+      "conditions": [dataclasses.asdict(c) for c in conditions(
+          json.loads(_TRAIN_OVERRIDE.value or "{}"))]})
 
 
 if __name__ == "__main__":
