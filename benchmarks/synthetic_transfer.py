@@ -41,11 +41,13 @@ from benchmarks import common
 common.quiet_tensorflow_logs()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from i3d import dataset
-from i3d import synthetic
-from i3d import trained
-from i3d import training
-from i3d import video
+from i3d import config as config_lib
+from i3d import streams as streams_lib
+from i3d.data import cache as data_cache
+from i3d.eval import evaluate as evaluation
+from i3d.train import loop as train_loop
+from i3d.video import preprocess as video_preprocess
+from i3d_demo import synthetic
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 # The conditions training never sees: three-quarter and front views, high
@@ -143,9 +145,9 @@ def make_cache(workdir: str, name: str, seed: int, clips_per_class: int,
         os.path.join(workdir, name), clips_per_class=clips_per_class,
         seed=seed, num_workers=os.cpu_count() or 1, conditions=conditions)
   cache_dir = os.path.join(workdir, f"{name}_cache_{_SHORT_SIDE.value}")
-  report = dataset.prepare_dataset(
+  report = data_cache.prepare_dataset(
       cache_dir, manifest=manifest, streams=streams,
-      config=video.PreprocessConfig(short_side=_SHORT_SIDE.value,
+      config=video_preprocess.PreprocessConfig(short_side=_SHORT_SIDE.value,
                                     flow_algorithm="dis"),
       num_workers=os.cpu_count() or 1, eval_fraction=0.0)
   assert report.ok, report.summary()
@@ -164,8 +166,7 @@ def _train_set_name(override: Mapping[str, Any]) -> str:
 
 def run(workdir: str) -> Dict[str, Any]:
   """Trains on the train set and evaluates both test sets."""
-  streams = training.TrainConfig(cache_dir="", train_dir="",
-                                 stream=_STREAM.value).streams
+  streams = streams_lib.parse_streams(_STREAM.value)
   started = time.monotonic()
   override = json.loads(_TRAIN_OVERRIDE.value or "{}")
   train, held_out = conditions(override)
@@ -185,10 +186,10 @@ def run(workdir: str) -> Dict[str, Any]:
   run_name = (f"run_{os.path.basename(caches['train'])}_{_STREAM.value}_"
               f"{_TRAINABLE.value}_{_NUM_FRAMES.value}x{_CROP_SIZE.value}_"
               f"v{_FEATURE_VIEWS.value}_s{_NUM_STEPS.value}")
-  config = training.TrainConfig(
+  config = config_lib.TrainConfig(
       cache_dir=caches["train"],
       train_dir=os.path.join(workdir, run_name),
-      classes=dataset.read_cache(caches["train"]).classes,
+      classes=data_cache.read_cache(caches["train"]).classes,
       stream=_STREAM.value, num_frames=_NUM_FRAMES.value,
       crop_size=_CROP_SIZE.value, batch_size=16, trainable=_TRAINABLE.value,
       learning_rate=_LEARNING_RATE.value, warmup_steps=10,
@@ -196,12 +197,12 @@ def run(workdir: str) -> Dict[str, Any]:
       checkpoint_every=10**9, log_every=50, feature_views=_FEATURE_VIEWS.value,
       rgb_checkpoint=common.rgb_checkpoint(_RGB_CHECKPOINT.value, workdir),
       eval_num_frames=_EVAL_NUM_FRAMES.value or None, export=False)
-  trainer = training.Trainer(config)
+  trainer = train_loop.Trainer(config)
   trainer.train()
   train_s = time.monotonic() - started - generate_s
   top1 = {}
   for name in ("in-condition", "held-out"):
-    metrics = trained.evaluate_model(trainer.model, config, caches[name],
+    metrics = evaluation.evaluate_model(trainer.model, config, caches[name],
                                      split=None).metrics
     top1[name] = {stream: metrics["streams"][stream]["top1"]
                   for stream in metrics["streams"]}
