@@ -481,6 +481,7 @@ _STANDING = {"shank": 90.0, "thigh_rise": 90.0, "trunk": (86.0, 90.0),
              "forearm": (-80.0, -65.0)}
 _ARMS_FORWARD = {"upper_arm": (-5.0, 10.0), "forearm": (-5.0, 10.0)}
 _PUSH_UP_REST = {"lift": 0.97, "neck_flex": (-15.0, -5.0)}
+_LOW_PUSH_UP = (0.3, 0.6)
 _LYING = {"curl": (0.0, 3.0), "neck_flex": (0.0, 8.0), "knee": (70.0, 100.0),
           "feet_lift": 0.0, "arms": [0.0, 1.0]}
 _CRUNCH_PEAK = {"curl": (34.0, 50.0), "neck_flex": (12.0, 25.0)}
@@ -505,14 +506,18 @@ CLASSES: Mapping[str, ExerciseClass] = {
     "push-up_not-low": ExerciseClass(
         _push_up, {**_PUSH_UP_REST, "pike": (-3.0, 3.0)},
         {"lift": (0.72, 0.8)}),
+    # Butt-up and sagging push-ups share one range of depths, so that the
+    # body line, not how low the chest goes, tells them apart: in v2 the
+    # sag was shallower than the pike, and real sagging push-ups that went
+    # low were called butt-up.
     "push-up_butt-up": ExerciseClass(
         _push_up, {**_PUSH_UP_REST, "pike": (22.0, 36.0)},
-        {"lift": (0.3, 0.42)}),
+        {"lift": _LOW_PUSH_UP}),
     # The hips sag below the line, and more as the chest goes down: the
     # belly nears the floor before the chest does.
     "push-up_not-straight": ExerciseClass(
         _push_up, {**_PUSH_UP_REST, "pike": (-16.0, -12.0)},
-        {"lift": (0.52, 0.6), "pike": (-28.0, -22.0),
+        {"lift": _LOW_PUSH_UP, "pike": (-28.0, -22.0),
          "neck_flex": (-25.0, -10.0)}),
     "crunch_correct": ExerciseClass(_crunch_reaching, _LYING, _CRUNCH_PEAK),
     # The feet start low (or down) and the heels rise with the crunch.

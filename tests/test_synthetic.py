@@ -201,6 +201,21 @@ class ClassRulesTest(parameterized.TestCase):
           with self.subTest(seed=seed, clip=index, rule=description):
             self.assertTrue(holds(motion))
 
+  def test_push_up_depth_does_not_tell_the_faults_apart(self):
+    # Real sagging push-ups that went low were called butt-up while the
+    # sag was always shallower than the pike: the body line must decide.
+    depths = {}
+    for label in ("push-up_butt-up", "push-up_not-straight"):
+      depths[label] = []
+      for index in range(20):
+        clip = synthetic.sample_clip(label, index, 0)
+        motion = Motion(clip, synthetic.clip_skeleton(clip))
+        depths[label].append(motion.push_up_depth()[motion.peak])
+    low = max(min(d) for d in depths.values())
+    high = min(max(d) for d in depths.values())
+    for label, values in depths.items():
+      self.assertGreater(high - low, 0.6 * (max(values) - min(values)), label)
+
   @parameterized.named_parameters((label, label) for label in RULES)
   def test_skeleton_is_whole_and_above_the_floor(self, label):
     clip = synthetic.sample_clip(label, 0, 0)
