@@ -130,6 +130,10 @@ _EVAL_NUM_FRAMES = flags.DEFINE_integer(
     "eval_num_frames", 32, "Frames of the one centre clip evaluated per test "
     "video; 0 for the whole video (several times slower: every length is "
     "traced anew).")
+_EVAL_NUM_CROPS = flags.DEFINE_integer(
+    "eval_num_crops", 1, "Crops per test clip: 1 (centre) or 3 (start, "
+    "centre and end of the longer side: the whole of a portrait or wide "
+    "frame). The trained weights are reused.")
 _NUM_STEPS = flags.DEFINE_integer("num_steps", 200, "Training steps.")
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.05, "Peak rate.")
 _RGB_CHECKPOINT = flags.DEFINE_string(
@@ -175,8 +179,11 @@ def run(workdir: str) -> Dict[str, Any]:
       # kept workdir can be reused with it.
       "train": make_cache(workdir, _train_set_name(override), 0, _CLIPS_PER_CLASS.value, train,
                           streams, _TRAIN_MANIFEST.value),
+      # The default training conditions, whatever the override: both test
+      # sets stay the same across ablations.
       "in-condition": make_cache(workdir, "in_condition", 1,
-                                 _TEST_CLIPS_PER_CLASS.value, train, streams),
+                                 _TEST_CLIPS_PER_CLASS.value, conditions()[0],
+                                 streams),
       "held-out": make_cache(workdir, "held_out", 2,
                              _TEST_CLIPS_PER_CLASS.value, held_out, streams),
   }
@@ -196,7 +203,8 @@ def run(workdir: str) -> Dict[str, Any]:
       num_steps=_NUM_STEPS.value, eval_every=10**9,
       checkpoint_every=10**9, log_every=50, feature_views=_FEATURE_VIEWS.value,
       rgb_checkpoint=common.rgb_checkpoint(_RGB_CHECKPOINT.value, workdir),
-      eval_num_frames=_EVAL_NUM_FRAMES.value or None, export=False)
+      eval_num_frames=_EVAL_NUM_FRAMES.value or None,
+      eval_num_crops=_EVAL_NUM_CROPS.value, export=False)
   trainer = train_loop.Trainer(config)
   trainer.train()
   train_s = time.monotonic() - started - generate_s
@@ -239,6 +247,7 @@ def main(argv: Sequence[str]) -> None:
       "test_clips_per_class": _TEST_CLIPS_PER_CLASS.value,
       "num_steps": _NUM_STEPS.value, "feature_views": _FEATURE_VIEWS.value,
       "eval_num_frames": _EVAL_NUM_FRAMES.value,
+      "eval_num_crops": _EVAL_NUM_CROPS.value,
       "train_override": _TRAIN_OVERRIDE.value,
       "conditions": [dataclasses.asdict(c) for c in conditions(
           json.loads(_TRAIN_OVERRIDE.value or "{}"))]})
