@@ -5,11 +5,15 @@ perspective camera films it. Each class is a pair of keyframes (the rest pose
 and the peak of a repetition) over one of four exercise rigs, and its form
 fault is a kinematic rule that holds on the generated skeleton: the hips go
 below the knees in squat_correct and stop above them in squat_not-low, the feet
-leave the floor in crunch_heels-up, and so on. Everything else varies with the
-seed: the subject's proportions and clothes (one subject id fixes both), the
-camera angle, distance and shake, the facing direction, the room, the
-lighting, the noise, the rep speed, the phase at the start and the clip
-length.
+rise off the floor during crunch_heels-up, and so on. Everything else is
+randomised, within the ranges of `Conditions`, so that what is learnt carries
+over to real recordings: the subject's proportions, build, skin and clothes (one
+subject id fixes them), the camera's view (side to front), height, distance,
+shake and framing (landscape or portrait, off-centre, partly cut), the room
+(bare, home or gym, with furniture, equipment and clutter), the light and the
+person's shadow, what a phone adds (exposure, white balance, vignetting,
+motion blur, defocus, resolution loss, noise, captions, JPEG compression), the
+rep speed and holds, the phase at the start and the clip length.
 
 Usage:
 
@@ -55,25 +59,30 @@ MANIFEST_NAME = "manifest.csv"
 SETTINGS_NAME = "synthetic.json"
 # Bump when a change alters the pixels a given seed produces, so that a rerun
 # over an older output refuses instead of mixing two generators.
-GENERATOR_VERSION = 3  # 3: butt-up and sagging push-ups share depths.
+GENERATOR_VERSION = 4  # 3: butt-up and sagging push-ups share depths; 4: domain randomisation.
 # The least value of each numeric argument of `generate_dataset` (and flag).
 _LOWER_BOUNDS = {"clips_per_class": 1, "seed": 0, "num_subjects": 1,
                  "width": 16, "height": 16, "fps": 1, "num_workers": 1}
 
-_MIN_SECONDS, _MAX_SECONDS = 2.4, 4.0
+_MIN_SECONDS, _MAX_SECONDS = 2.4, 4.4
 # Rep periods stay shorter than the shortest clip so that every clip shows a
-# peak, and short enough that a 32-frame training window mostly sees one.
-_MIN_REP_SECONDS, _MAX_REP_SECONDS = 1.1, 1.8
-# Fractions of the frame the whole motion may fill. The width limit keeps the
-# person inside the centre crop that training takes from 4:3 frames.
+# peak and a rest; real people range from brisk to slow.
+_MIN_REP_SECONDS, _MAX_REP_SECONDS = 1.0, 2.3
+# Fractions of the frame the whole motion may fill at `Clip.fill` 1. The width
+# limit keeps the person inside the centre crop that training takes from 4:3
+# frames; larger fills and offsets cut the person, as hand-held phones do.
 _MAX_FILL_HEIGHT, _MAX_FILL_WIDTH = 0.68, 0.62
+ROOMS = ("plain", "home", "gym")
+# Frame width over height: landscape phone and camera, portrait phone.
+ASPECTS = (4 / 3, 16 / 9, 3 / 4, 9 / 16)
 _SIDES = (("l", -1.0), ("r", 1.0))
 # Fixed-point bits for OpenCV drawing, so that limbs move by sub-pixel steps.
 _SHIFT = 4
 _ONE = 1 << _SHIFT
 
 Skeleton = dict[str, np.ndarray]
-Range = float | tuple[float, float]
+# A value, a (low, high) range, or a list of values to choose from.
+Range = float | tuple[float, float] | list[float]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,12 +146,28 @@ class Conditions:
     distances: camera distance in body heights; less is more perspective.
     heights: the subject's standing height, metres.
     girths: the subject's limb and trunk thickness, relative to average.
+    fills: how much of the allowed frame fraction the motion fills; over 1
+      (with `offsets`) cuts the person at the frame's edge.
+    offsets: the largest offset of the motion's centre from the frame
+      centre, as a fraction of the frame's width and height.
+    rooms: names in `ROOMS`: a bare room; a home with furniture, doors,
+      windows and rugs; a gym with rubber floor, mirrors, racks and weights.
+    aspects: frame width over height, one chosen a clip (see `ASPECTS`).
+    overlay_probability: the chance of text captions and a logo on top.
+    jpeg_qualities: JPEG quality of each frame, as phones and uploads
+      compress; 100 leaves frames unchanged.
   """
-  views: tuple[tuple[float, float], ...] = ((-35.0, 35.0),)
-  elevations: tuple[tuple[float, float], ...] = ((5.0, 18.0),)
-  distances: tuple[tuple[float, float], ...] = ((3.0, 5.0),)
-  heights: tuple[tuple[float, float], ...] = ((1.55, 1.95),)
-  girths: tuple[tuple[float, float], ...] = ((0.9, 1.2),)
+  views: tuple[tuple[float, float], ...] = ((-35.0, 90.0),)
+  elevations: tuple[tuple[float, float], ...] = ((0.0, 35.0),)
+  distances: tuple[tuple[float, float], ...] = ((2.2, 6.0),)
+  heights: tuple[tuple[float, float], ...] = ((1.45, 2.0),)
+  girths: tuple[tuple[float, float], ...] = ((0.8, 1.45),)
+  fills: tuple[tuple[float, float], ...] = ((0.55, 1.2),)
+  offsets: tuple[float, float] = (0.12, 0.1)
+  rooms: tuple[str, ...] = ROOMS
+  aspects: tuple[float, ...] = ASPECTS
+  overlay_probability: float = 0.35
+  jpeg_qualities: tuple[tuple[float, float], ...] = ((15.0, 95.0),)
 
 
 def _sample_union(rng: np.random.Generator,
@@ -177,7 +202,13 @@ class Clip:
       of the frame's width and height.
     width: frame width in pixels.
     height: frame height in pixels.
-    scene_seed: seeds the room, lighting, shake and noise.
+    room: the room style, one of `ROOMS`.
+    overlay: whether captions and a logo are drawn on top.
+    jpeg_quality: JPEG quality of each frame (100: none).
+    tempo: the share of a repetition spent holding the rest pose, holding the
+      peak and going from rest to peak; the rest of the rep returns.
+    scene_seed: seeds the room, lighting, shadows, blur, shake, captions and
+      noise.
   """
   label: str
   clip_index: int
@@ -196,6 +227,10 @@ class Clip:
   offset: tuple[float, float]
   width: int
   height: int
+  room: str
+  overlay: bool
+  jpeg_quality: float
+  tempo: tuple[float, float, float]
   scene_seed: int
 
 
@@ -399,9 +434,10 @@ def _crunch(body: Body, pose: Mapping[str, np.ndarray],
   Args:
     body: the subject.
     pose: `curl` (trunk rise, degrees), `neck_flex`, `knee` (interior knee
-      angle) and `feet_lift` (ankle height above resting, in body heights).
-    hands_on_head: whether the hands hold the back of the head; otherwise the
-      arms reach towards the knees.
+      angle), `feet_lift` (ankle height above resting, in body heights) and
+      `arms` (over 0.5: crossed on the chest; else reaching to the knees).
+    hands_on_head: whether the hands hold the back of the head, overriding
+      `arms`.
 
   Returns:
     The skeleton.
@@ -430,6 +466,11 @@ def _crunch(body: Body, pose: Mapping[str, np.ndarray],
       hand = joints["head"] + body.radii["head"] * (
           -1.1 * head_front + _lateral(sign * 0.7))
       pole = 0.3 * head_front + _lateral(sign)
+    elif pose["arms"][0] > 0.5:
+      # Hands on the opposite side of the lower chest, elbows down.
+      hand = (joints[f"shoulder_{'r' if side == 'l' else 'l'}"] +
+              0.45 * (joints["pelvis"] - joints["neck"]))
+      pole = np.array([0.0, -1.0, sign * 0.5])
     else:
       hand = joints[f"knee_{side}"]
       pole = np.array([0.0, 1.0, sign * 0.3])
@@ -445,19 +486,20 @@ _STANDING = {"shank": 90.0, "thigh_rise": 90.0, "trunk": (86.0, 90.0),
 _ARMS_FORWARD = {"upper_arm": (-5.0, 10.0), "forearm": (-5.0, 10.0)}
 _PUSH_UP_REST = {"lift": 0.97, "neck_flex": (-15.0, -5.0)}
 _LOW_PUSH_UP = (0.3, 0.6)
-_LYING = {"curl": (0.0, 3.0), "neck_flex": (0.0, 8.0), "knee": (80.0, 95.0),
-          "feet_lift": 0.0}
-_CRUNCH_PEAK = {"curl": (38.0, 46.0), "neck_flex": (15.0, 25.0)}
+_LYING = {"curl": (0.0, 3.0), "neck_flex": (0.0, 8.0), "knee": (70.0, 100.0),
+          "feet_lift": 0.0, "arms": [0.0, 1.0]}
+_CRUNCH_PEAK = {"curl": (34.0, 50.0), "neck_flex": (12.0, 25.0)}
 _crunch_reaching = functools.partial(_crunch, hands_on_head=False)
 
 # `thigh_rise` is the knee-to-hip angle: past 180 the hip is below the knee.
 CLASSES: Mapping[str, ExerciseClass] = {
     "squat_correct": ExerciseClass(_squat, _STANDING, {
-        "shank": (50.0, 56.0), "thigh_rise": (188.0, 198.0),
-        "trunk": (50.0, 58.0), "neck_flex": (-25.0, -15.0), **_ARMS_FORWARD}),
+        "shank": (48.0, 58.0), "thigh_rise": (186.0, 202.0),
+        "trunk": (45.0, 60.0), "neck_flex": (-25.0, -10.0), **_ARMS_FORWARD}),
+    # Thighs stop 28-45 degrees above parallel, the trunk still upright.
     "squat_not-low": ExerciseClass(_squat, _STANDING, {
-        "shank": (62.0, 68.0), "thigh_rise": (140.0, 148.0),
-        "trunk": (62.0, 70.0), "neck_flex": (-20.0, -10.0), **_ARMS_FORWARD}),
+        "shank": (58.0, 66.0), "thigh_rise": (135.0, 152.0),
+        "trunk": (62.0, 74.0), "neck_flex": (-20.0, -5.0), **_ARMS_FORWARD}),
     "pull-up_correct": ExerciseClass(_pull_up, {
         "trunk": (88.0, 92.0), "neck_flex": (0.0, 5.0), "upper_arm": 90.0,
         "forearm": 90.0, "thigh": (-95.0, -85.0), "shank": (-125.0, -110.0),
@@ -469,25 +511,29 @@ CLASSES: Mapping[str, ExerciseClass] = {
         _push_up, {**_PUSH_UP_REST, "pike": (-3.0, 3.0)},
         {"lift": (0.72, 0.8)}),
     # Butt-up and sagging push-ups share one range of depths, so that the
-    # body line, not how low the chest goes, tells them apart: when the sag
-    # was always shallower than the pike, real sagging push-ups that went
+    # body line, not how low the chest goes, tells them apart: in v2 the
+    # sag was shallower than the pike, and real sagging push-ups that went
     # low were called butt-up.
     "push-up_butt-up": ExerciseClass(
-        _push_up, {**_PUSH_UP_REST, "pike": (26.0, 34.0)},
+        _push_up, {**_PUSH_UP_REST, "pike": (22.0, 36.0)},
         {"lift": _LOW_PUSH_UP}),
+    # The hips sag below the line, and more as the chest goes down: the
+    # belly nears the floor before the chest does.
     "push-up_not-straight": ExerciseClass(
-        _push_up, {**_PUSH_UP_REST, "pike": (-18.0, -15.0)},
-        {"lift": _LOW_PUSH_UP}),
+        _push_up, {**_PUSH_UP_REST, "pike": (-16.0, -12.0)},
+        {"lift": _LOW_PUSH_UP, "pike": (-28.0, -22.0),
+         "neck_flex": (-25.0, -10.0)}),
     "crunch_correct": ExerciseClass(_crunch_reaching, _LYING, _CRUNCH_PEAK),
+    # The feet start low (or down) and the heels rise with the crunch.
     "crunch_heels-up": ExerciseClass(
-        _crunch_reaching, {**_LYING, "feet_lift": (0.14, 0.17)},
-        {**_CRUNCH_PEAK, "feet_lift": (0.24, 0.28)}),
+        _crunch_reaching, {**_LYING, "feet_lift": (0.0, 0.08)},
+        {**_CRUNCH_PEAK, "feet_lift": (0.2, 0.28)}),
     "crunch_not-enough": ExerciseClass(
         _crunch_reaching, _LYING,
         {"curl": (8.0, 12.0), "neck_flex": (8.0, 14.0)}),
     "crunch_bad-hands": ExerciseClass(
         functools.partial(_crunch, hands_on_head=True), _LYING,
-        {"curl": (34.0, 42.0), "neck_flex": (35.0, 45.0)}),
+        {"curl": (32.0, 45.0), "neck_flex": (35.0, 45.0)}),
 }
 
 
@@ -533,7 +579,8 @@ def sample_body(subject: int, seed: int,
                "shoulder_half_width": 0.115, "hip_half_width": 0.06,
                "upper_arm": 0.17, "forearm": 0.15, "thigh": 0.245,
                "shank": 0.245, "ankle_height": 0.045, "foot": 0.11}
-  lengths = {name: height * fraction * rng.uniform(0.95, 1.05)
+  # Limb-to-trunk ratios differ between people by about this much.
+  lengths = {name: height * fraction * rng.uniform(0.92, 1.08)
              for name, fraction in fractions.items()}
   girth = _sample_union(rng, conditions.girths)
   radius_fractions = {"upper_arm": 0.036, "forearm": 0.03, "hand": 0.03,
@@ -543,13 +590,21 @@ def sample_body(subject: int, seed: int,
   rigid = ("head", "hand", "foot")  # Parts that girth does not thicken.
   radii = {name: height * fraction * (1.0 if name in rigid else girth)
            for name, fraction in radius_fractions.items()}
-  skin = _pick(rng, _SKIN_TONES)
-  shirt = _sample_colour(rng, (0.5, 1.0), (0.45, 0.95))
-  bottoms = _sample_colour(rng, (0.2, 0.9), (0.15, 0.6))
+  # Between two neighbouring tones of the scale, so that tones are continuous.
+  tone = rng.uniform(0, len(_SKIN_TONES) - 1)
+  low = int(tone)
+  skin = tuple(float(a + (tone - low) * (b - a)) for a, b in zip(
+      _SKIN_TONES[low], _SKIN_TONES[min(low + 1, len(_SKIN_TONES) - 1)]))
+  # Gym clothes: often black, grey or white, sometimes bright.
+  shirt = (_sample_colour(rng, (0.5, 1.0), (0.45, 0.95)) if rng.random() < 0.5
+           else _sample_colour(rng, (0.0, 0.15), (0.1, 0.95)))
+  bottoms = (_sample_colour(rng, (0.2, 0.9), (0.15, 0.6)) if rng.random() < 0.5
+             else _sample_colour(rng, (0.0, 0.15), (0.08, 0.5)))
   long_sleeves, long_legs = rng.random(2) < 0.5
   colours = {
       "head": skin, "neck": skin, "hand": skin,
-      "hair": _pick(rng, _HAIR_COLOURS),
+      # Some heads are shaven or bald.
+      "hair": skin if rng.random() < 0.15 else _pick(rng, _HAIR_COLOURS),
       "torso": shirt, "upper_arm": shirt,
       "forearm": shirt if long_sleeves else skin,
       "hips": bottoms, "thigh": bottoms,
@@ -562,6 +617,8 @@ def sample_body(subject: int, seed: int,
 def _sample_range(rng: np.random.Generator, value: Range) -> float:
   if isinstance(value, tuple):
     return float(rng.uniform(*value))
+  if isinstance(value, list):
+    return float(value[rng.integers(len(value))])
   return float(value)
 
 
@@ -580,8 +637,10 @@ def sample_clip(label: str, clip_index: int, seed: int, *,
     clip_index: the clip's index within its class.
     seed: the dataset seed.
     num_subjects: how many subjects share the clips.
-    width: frame width in pixels.
-    height: frame height in pixels.
+    width: frame width in pixels of a landscape frame; with `height`, it
+      sets every clip's short side, `min(width, height)`, and the clip's
+      aspect (from `conditions.aspects`) sets its long side.
+    height: frame height in pixels of a landscape frame.
     fps: frame rate.
     conditions: the ranges the rendering conditions are drawn from.
 
@@ -615,12 +674,27 @@ def sample_clip(label: str, clip_index: int, seed: int, *,
                        bool(rng.integers(2))),
       elevation=_sample_union(rng, conditions.elevations),
       distance=_sample_union(rng, conditions.distances),
-      fill=float(rng.uniform(0.88, 1.0)),
-      offset=(float(rng.uniform(-0.03, 0.03)), float(rng.uniform(-0.05, 0.05))),
-      width=width,
-      height=height,
+      fill=_sample_union(rng, conditions.fills),
+      offset=(float(rng.uniform(-1, 1) * conditions.offsets[0]),
+              float(rng.uniform(-1, 1) * conditions.offsets[1])),
+      **_frame_size(min(width, height),
+                    conditions.aspects[rng.integers(len(conditions.aspects))]),
+      room=conditions.rooms[rng.integers(len(conditions.rooms))],
+      overlay=bool(rng.random() < conditions.overlay_probability),
+      jpeg_quality=_sample_union(rng, conditions.jpeg_qualities),
+      # Holds of at least 50 ms put a frame at the rest and the peak.
+      tempo=(float(rng.uniform(0.05, 0.25)), float(rng.uniform(0.05, 0.15)),
+             float(rng.uniform(0.3, 0.45))),
       scene_seed=int(rng.integers(2**31)),
   )
+
+
+def _frame_size(short_side: int, aspect: float) -> dict[str, int]:
+  """Width and height of a frame; even, as video codecs want."""
+  long_side = 2 * int(round(short_side * max(aspect, 1 / aspect) / 2))
+  if aspect >= 1:
+    return {"width": long_side, "height": short_side}
+  return {"width": short_side, "height": long_side}
 
 
 def _azimuth(view: float, left_side: bool) -> float:
@@ -630,10 +704,19 @@ def _azimuth(view: float, left_side: bool) -> float:
 
 
 def rep_phase(clip: Clip) -> np.ndarray:
-  """How far into its rep each frame is, (T,): 0 at rest, 1 at the peak."""
+  """How far into its rep each frame is, (T,): 0 at rest, 1 at the peak.
+
+  Each rep holds the rest pose, eases to the peak, holds it and eases back,
+  with the shares of `clip.tempo`.
+  """
   seconds = np.arange(clip.num_frames) / clip.fps
-  cycles = seconds / clip.rep_seconds + clip.start_phase
-  return 0.5 - 0.5 * np.cos(2 * np.pi * cycles)
+  cycle = np.mod(seconds / clip.rep_seconds + clip.start_phase, 1.0)
+  rest_hold, peak_hold, down = clip.tempo
+  up = 1.0 - rest_hold - peak_hold - down
+  # Knots of the piecewise-linear progress through the rep, then eased.
+  knots = np.cumsum([0.0, rest_hold, down, peak_hold, up])
+  progress = np.interp(cycle, knots, [0.0, 0.0, 1.0, 1.0, 0.0])
+  return 0.5 - 0.5 * np.cos(np.pi * progress)
 
 
 def clip_skeleton(clip: Clip) -> Skeleton:
@@ -814,23 +897,121 @@ def _ground_axes(camera: _Camera) -> tuple[np.ndarray, np.ndarray]:
   return away, np.array([-away[2], 0.0, away[0]])
 
 
+def _fill_polygon(image: np.ndarray, pixels: np.ndarray,
+                  colour: Sequence[float]) -> None:
+  cv2.fillPoly(image, [(pixels * _ONE).round().astype(np.int32)],
+               tuple(float(c) for c in colour), cv2.LINE_AA, _SHIFT)
+
+
+def _draw_quad(image: np.ndarray, camera: _Camera, corners: np.ndarray,
+               colour: Sequence[float]) -> None:
+  """A flat 3D quadrilateral (4, 3), if wholly in front of the camera."""
+  pixels, depths = camera.project(corners)
+  if depths.min() > 0.1:
+    _fill_polygon(image, pixels, colour)
+
+
+def _draw_box(image: np.ndarray, camera: _Camera, centre: np.ndarray,
+              size: Sequence[float], colour: Sequence[float],
+              light: np.ndarray) -> None:
+  """A box standing on the floor, its faces shaded by a directional light.
+
+  Args:
+    image: RGB image, drawn into.
+    camera: the camera.
+    centre: (3,) the centre of its base, on the floor.
+    size: its extent along world x, y (up) and z, metres.
+    colour: RGB.
+    light: (3,) unit direction the light travels.
+  """
+  low = centre - np.array([size[0] / 2, 0.0, size[2] / 2])
+  high = low + np.asarray(size, float)
+  middle = 0.5 * (low + high)
+  faces = []  # (distance, corners, shade)
+  for axis in range(3):
+    u, v = [a for a in range(3) if a != axis]
+    for bound, sign in ((low, -1.0), (high, 1.0)):
+      normal = np.zeros(3)
+      normal[axis] = sign
+      face_centre = middle.copy()
+      face_centre[axis] = bound[axis]
+      if (camera.position - face_centre) @ normal <= 0:
+        continue  # Faces away from the camera.
+      corners = np.tile(face_centre, (4, 1))
+      for row, (a, b) in enumerate(((0, 0), (0, 1), (1, 1), (1, 0))):
+        corners[row, u] = (low, high)[a][u]
+        corners[row, v] = (low, high)[b][v]
+      shade = 0.55 + 0.45 * max(0.0, -float(normal @ light))
+      faces.append((float(np.linalg.norm(face_centre - camera.position)),
+                    corners, shade))
+  for _, corners, shade in sorted(faces, key=lambda face: -face[0]):
+    _draw_quad(image, camera, corners, _shade(colour, shade))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Room:
+  """Where things stand: the floor point under the person and the wall.
+
+  Attributes:
+    ground: (3,) the floor point under the motion's centre.
+    away: (3,) unit floor direction away from the camera.
+    across: (3,) unit floor direction across the view.
+    wall: distance from `ground` to the wall behind, along `away`.
+    clear: half-extent of the motion along `away`; nothing stands nearer.
+    height: the subject's height, the room's unit.
+    light: (3,) unit direction the light travels, downwards.
+  """
+  ground: np.ndarray
+  away: np.ndarray
+  across: np.ndarray
+  wall: float
+  clear: float
+  height: float
+  light: np.ndarray
+
+  def floor(self, along: float, side: float) -> np.ndarray:
+    return self.ground + along * self.away + side * self.across
+
+  def wall_quad(self, side: float, width: float, bottom: float,
+                top: float) -> np.ndarray:
+    """A rectangle on the wall, (4, 3); `side`, `width` across the view."""
+    base = self.floor(self.wall, side)
+    up = np.array([0.0, 1.0, 0.0])
+    return np.stack([base + bottom * up, base + top * up,
+                     base + width * self.across + top * up,
+                     base + width * self.across + bottom * up])
+
+
 def _draw_floor(rng: np.random.Generator, image: np.ndarray, camera: _Camera,
-                ground: np.ndarray, body_height: float) -> None:
-  """Paints a boarded floor up to where it meets the wall behind the person."""
-  away, across = _ground_axes(camera)
-  colour = np.array(_sample_colour(rng, (0.05, 0.4), (0.25, 0.7)))
+                room: _Room, style: str) -> None:
+  """Paints the floor up to where it meets the wall behind the person."""
+  if style == "gym":  # Dark rubber tiles with flecks.
+    colour = np.array(_sample_colour(rng, (0.0, 0.3), (0.1, 0.3)))
+    spacing, line_shade = rng.uniform(0.8, 1.2), 0.7
+  elif style == "home" and rng.random() < 0.4:  # Carpet or tiles.
+    colour = np.array(_sample_colour(rng, (0.05, 0.5), (0.3, 0.8)))
+    spacing, line_shade = rng.uniform(0.4, 0.8), 0.85
+  else:  # Boards.
+    colour = np.array(_sample_colour(rng, (0.05, 0.4), (0.25, 0.7)))
+    spacing, line_shade = rng.uniform(0.3, 0.6), 0.8
   texture = colour * (1 + 0.1 * _smooth_noise(rng, image.shape[:2], 12)[
       ..., None])
-  # Boards run parallel to the wall; perspective spaces them out.
-  for distance in np.arange(rng.uniform(-3.0, -2.5), 3.0,
-                            rng.uniform(0.3, 0.6)):
-    line = ground + distance * away
-    ends = camera.project(np.stack([line - 20 * across, line + 20 * across]))
-    cv2.line(texture, _fixed(ends[0][0]), _fixed(ends[0][1]),
-             tuple(0.8 * colour), 1, cv2.LINE_AA, _SHIFT)
-  edge = ground + rng.uniform(0.9, 1.7) * body_height * away
-  edge_pixels = camera.project(np.stack([edge - 20 * across,
-                                         edge + 20 * across]))[0]
+  if style == "gym":
+    flecks = rng.random(image.shape[:2]) < 0.02
+    texture[flecks] *= rng.uniform(1.3, 1.8)
+  # Seams run parallel to the wall (and across, for tiles); perspective
+  # spaces them out.
+  for distance in np.arange(rng.uniform(-3.0, -2.5), 3.0, spacing):
+    for a, b in ((room.away, room.across), (room.across, room.away)):
+      line = room.ground + distance * room.height * a
+      ends = camera.project(np.stack([line - 20 * b, line + 20 * b]))
+      cv2.line(texture, _fixed(ends[0][0]), _fixed(ends[0][1]),
+               tuple(line_shade * colour), 1, cv2.LINE_AA, _SHIFT)
+      if style == "plain" or (style == "home" and line_shade == 0.8):
+        break  # Boards: one direction only.
+  edge = room.floor(room.wall, 0.0)
+  edge_pixels = camera.project(np.stack([edge - 20 * room.across,
+                                         edge + 20 * room.across]))[0]
   height, width = image.shape[:2]
   # Close the polygon far below the frame.
   below = [[50 * width, 10 * height], [-50 * width, 10 * height]]
@@ -847,11 +1028,9 @@ def _draw_mat(rng: np.random.Generator, image: np.ndarray, camera: _Camera,
   xs = np.array([p[:, 0] for name, p in skeleton.items() if name != "bar"])
   front, back = xs.max() + 0.2, xs.min() - 0.2
   half_width = 0.35 * body_height
-  corners = camera.project(np.array([
+  _draw_quad(image, camera, np.array([
       [back, 0.0, half_width], [front, 0.0, half_width],
-      [front, 0.0, -half_width], [back, 0.0, -half_width]]))[0]
-  cv2.fillConvexPoly(image, (corners * _ONE).round().astype(np.int32), colour,
-                     cv2.LINE_AA, _SHIFT)
+      [front, 0.0, -half_width], [back, 0.0, -half_width]]), colour)
 
 
 def _draw_bar(image: np.ndarray, camera: _Camera, bar: np.ndarray,
@@ -862,28 +1041,164 @@ def _draw_bar(image: np.ndarray, camera: _Camera, bar: np.ndarray,
   support crosses the body.
   """
   away, _ = _ground_axes(camera)
-  far = bar + _lateral(0.5 * body_height * np.sign(away[2]))
+  far = bar + _lateral(0.5 * body_height * np.sign(away[2] or 1.0))
   near = bar - (far - bar)
   bracket = far - np.array([0.45 * body_height, 0.0, 0.0])
   base = bracket * np.array([1.0, 0.0, 1.0])
   for start, end in ((base, bracket), (bracket, far), (far, near)):
     (a, b), depths = camera.project(np.stack([start, end]))
-    radius = 0.02 * body_height * camera.scale / depths.mean()
-    _draw_capsule(image, a, b, radius, (150, 150, 160), np.array([0.0, -1.0]))
+    if depths.min() > 0.1:
+      radius = 0.02 * body_height * camera.scale / depths.mean()
+      _draw_capsule(image, a, b, radius, (150, 150, 160),
+                    np.array([0.0, -1.0]))
+
+
+def _draw_wall_items(rng: np.random.Generator, image: np.ndarray,
+                     camera: _Camera, room: _Room, style: str,
+                     wall: np.ndarray) -> None:
+  """Windows, doors, posters, mirrors and a skirting board on the wall."""
+  h = room.height
+  items = {"plain": 1, "home": 4, "gym": 3}[style]
+  for _ in range(rng.integers(0, items + 1)):
+    side = rng.uniform(-3.0, 2.0) * h
+    kind = rng.choice(["window", "door", "poster", "mirror"] if style != "gym"
+                      else ["mirror", "mirror", "poster", "window"])
+    if kind == "window":
+      quad = room.wall_quad(side, rng.uniform(0.5, 1.0) * h, 0.5 * h,
+                            rng.uniform(1.0, 1.3) * h)
+      colour = _tint(_sample_colour(rng, (0.0, 0.3), (0.7, 1.0)), 0.5)
+    elif kind == "door":
+      quad = room.wall_quad(side, 0.48 * h, 0.0, 1.15 * h)
+      colour = _sample_colour(rng, (0.0, 0.5), (0.3, 0.95))
+    elif kind == "mirror":  # Reflects a paler, blurred copy of the room.
+      quad = room.wall_quad(side, rng.uniform(0.6, 1.5) * h, 0.2 * h, 1.2 * h)
+      colour = _tint(wall, 0.35)
+    else:
+      quad = room.wall_quad(side, rng.uniform(0.2, 0.4) * h,
+                            rng.uniform(0.7, 0.9) * h, rng.uniform(1.0, 1.2) * h)
+      colour = _sample_colour(rng, (0.3, 1.0), (0.2, 1.0))
+    frame_colour = _shade(colour, 0.6)
+    _draw_quad(image, camera, quad, frame_colour)
+    inset = quad + 0.04 * h * (quad.mean(axis=0) - quad) / np.linalg.norm(
+        quad.mean(axis=0) - quad, axis=-1, keepdims=True)
+    _draw_quad(image, camera, inset, colour)
+  if style != "plain":
+    _draw_quad(image, camera, room.wall_quad(-20.0, 40.0, 0.0, 0.05 * h),
+               _shade(wall, rng.uniform(0.5, 1.3)))
+
+
+def _draw_equipment(rng: np.random.Generator, image: np.ndarray,
+                    camera: _Camera, room: _Room, style: str) -> None:
+  """Furniture, gym equipment and clutter standing behind the person."""
+  h = room.height
+  count = {"plain": rng.integers(0, 2), "home": rng.integers(2, 6),
+           "gym": rng.integers(3, 8)}[style]
+  kinds = {"plain": ["clutter"],
+           "home": ["sofa", "shelf", "table", "plant", "clutter", "clutter"],
+           "gym": ["rack", "bench", "dumbbells", "plates", "clutter", "ball"]}
+  placed = []
+  for _ in range(count):
+    kind = rng.choice(kinds[style])
+    # Between the motion and the wall, or against the wall; nearer ones first
+    # in depth order is kept by drawing far to near below.
+    along = rng.uniform(room.clear + 0.2 * h, max(room.wall, room.clear +
+                                                   0.3 * h))
+    side = rng.uniform(-2.5, 2.5) * h
+    placed.append((along, side, kind))
+  for along, side, kind in sorted(placed, key=lambda p: -p[0]):
+    base = room.floor(along, side)
+    colour = _sample_colour(rng, (0.0, 0.8), (0.15, 0.9))
+    if kind == "sofa":
+      _draw_box(image, camera, base, (0.5 * h, 0.25 * h, 1.1 * h), colour,
+                room.light)
+      _draw_box(image, camera, base + 0.2 * h * room.away,
+                (0.15 * h, 0.5 * h, 1.1 * h), colour, room.light)
+    elif kind == "shelf":
+      _draw_box(image, camera, base, (0.2 * h, rng.uniform(0.6, 1.1) * h,
+                                      0.5 * h), colour, room.light)
+    elif kind == "table":
+      _draw_box(image, camera, base, (0.4 * h, 0.4 * h, 0.6 * h), colour,
+                room.light)
+    elif kind == "plant":
+      _draw_box(image, camera, base, (0.12 * h, 0.15 * h, 0.12 * h),
+                colour, room.light)
+      centre, depth = camera.project(base + np.array([0, 0.35 * h, 0]))
+      if depth > 0.1:
+        cv2.circle(image, _fixed(centre), int(_ONE * 0.15 * h * camera.scale /
+                                             depth), (40, 110, 45), -1,
+                   cv2.LINE_AA, _SHIFT)
+    elif kind == "rack":
+      grey = _sample_colour(rng, (0.0, 0.2), (0.1, 0.5))
+      for offset in (-0.4, 0.4):
+        _draw_box(image, camera, base + offset * h * room.across,
+                  (0.05 * h, 1.2 * h, 0.05 * h), grey, room.light)
+      _draw_box(image, camera, base + np.array([0, 0.75 * h, 0]),
+                (0.05 * h, 0.04 * h, 0.9 * h), grey, room.light)
+    elif kind == "bench":
+      _draw_box(image, camera, base, (0.25 * h, 0.27 * h, 0.7 * h),
+                _sample_colour(rng, (0.0, 0.6), (0.05, 0.4)), room.light)
+    elif kind == "dumbbells":
+      _draw_box(image, camera, base, (0.25 * h, 0.35 * h, 1.0 * h),
+                (60, 60, 65), room.light)
+      for step in np.linspace(-0.4, 0.4, 6):
+        centre, depth = camera.project(
+            base + np.array([0, 0.4 * h, 0]) + step * h * room.across)
+        if depth > 0.1:
+          cv2.circle(image, _fixed(centre), int(_ONE * 0.05 * h *
+                                               camera.scale / depth),
+                     (25, 25, 28), -1, cv2.LINE_AA, _SHIFT)
+    elif kind in ("plates", "ball"):
+      radius = (0.2 if kind == "plates" else 0.13) * h
+      centre, depth = camera.project(base + np.array([0, radius, 0]))
+      if depth > 0.1:
+        pixels = radius * camera.scale / depth
+        cv2.circle(image, _fixed(centre), int(_ONE * pixels),
+                   (30, 30, 32) if kind == "plates" else colour, -1,
+                   cv2.LINE_AA, _SHIFT)
+        cv2.circle(image, _fixed(centre), int(_ONE * pixels * 0.25),
+                   (90, 90, 95) if kind == "plates" else _tint(colour, 0.3),
+                   -1, cv2.LINE_AA, _SHIFT)
+    else:  # Clutter: bags, boxes, bottles.
+      _draw_box(image, camera, base, rng.uniform(0.05, 0.25, 3) * h, colour,
+                room.light)
+
+
+def _make_room(rng: np.random.Generator, camera: _Camera,
+               skeleton: Skeleton, body_height: float) -> _Room:
+  away, across = _ground_axes(camera)
+  points = np.concatenate(
+      [p for name, p in skeleton.items() if name != "bar"], axis=0)
+  ground = 0.5 * (points.min(axis=0) + points.max(axis=0)) * np.array(
+      [1.0, 0.0, 1.0])
+  clear = float(np.abs((points - ground) @ away).max())
+  wall = clear + rng.uniform(0.2, 1.2) * body_height
+  # From above, from one side of the view, a little towards the wall.
+  light = (np.array([0.0, -1.0, 0.0]) + rng.uniform(-0.7, 0.7) * across +
+           rng.uniform(-0.2, 0.5) * away)
+  return _Room(ground, away, across, wall, clear, body_height,
+               light / np.linalg.norm(light))
 
 
 def _render_background(rng: np.random.Generator, clip: Clip, camera: _Camera,
-                       skeleton: Skeleton, margin: int) -> np.ndarray:
-  """The room as uint8 RGB, `margin` pixels larger on every side for shake."""
+                       skeleton: Skeleton, room: _Room,
+                       margin: int) -> np.ndarray:
+  """The room as float RGB, `margin` pixels larger on every side for shake."""
   size = (clip.height + 2 * margin, clip.width + 2 * margin)
   camera = dataclasses.replace(camera, centre=camera.centre + margin)
   # Greyer than the clothes, so that the person stands out.
   wall = np.array(_sample_colour(rng, (0.0, 0.3), (0.35, 0.85)))
   image = wall * (1 + 0.12 * _smooth_noise(rng, size, 6)[..., None])
-  ground = skeleton["pelvis"][0] * np.array([1.0, 0.0, 1.0])
-  _draw_floor(rng, image, camera, ground, clip.body.height)
-  if rng.random() < 0.5:
+  _draw_wall_items(rng, image, camera, room, clip.room, wall)
+  _draw_floor(rng, image, camera, room, clip.room)
+  if rng.random() < (0.3 if clip.room == "home" else 0.6):
     _draw_mat(rng, image, camera, skeleton, clip.body.height)
+  elif clip.room == "home" and rng.random() < 0.5:  # A rug.
+    corners = [room.floor(a * room.height, s * room.height)
+               for a, s in ((-0.9, -1.2), (-0.9, 1.2), (0.9, 1.2),
+                            (0.9, -1.2))]
+    _draw_quad(image, camera, np.array(corners),
+               _sample_colour(rng, (0.2, 0.8), (0.2, 0.7)))
+  _draw_equipment(rng, image, camera, room, clip.room)
   if "bar" in skeleton:
     _draw_bar(image, camera, skeleton["bar"][0], clip.body.height)
   # Light falls off across the room from a random side.
@@ -891,7 +1206,77 @@ def _render_background(rng: np.random.Generator, clip: Clip, camera: _Camera,
   angle = rng.uniform(0, 2 * np.pi)
   ramp = (np.cos(angle) * xs + np.sin(angle) * ys) / max(size)
   image *= (rng.uniform(0.8, 1.1) + rng.uniform(0.1, 0.3) * ramp)[..., None]
-  return np.clip(image, 0, 255).astype(np.uint8)
+  return np.clip(image, 0, 255).astype(np.float32)
+
+
+def _draw_shadow(frame: np.ndarray, camera: _Camera, body: Body,
+                 joints: Mapping[str, np.ndarray], light: np.ndarray,
+                 strength: float, softness: float) -> None:
+  """Darkens the floor where the person's limbs cast their shadow."""
+  mask = np.zeros(frame.shape[:2], np.float32)
+  names = [n for n in joints if n != "bar"]
+  # Along the light down to the floor.
+  floor = {n: joints[n] - joints[n][1] / light[1] * light for n in names}
+  pixels, depths = {}, {}
+  for name in names:
+    pixels[name], depths[name] = camera.project(floor[name])
+  if min(depths.values()) < 0.1:
+    return
+  segments = [(s + side, e + side, part) for part, s, e in _CAPSULES
+              for side in ("l", "r") if s.endswith("_")]
+  segments += [("pelvis", "neck", "torso_depth"), ("neck", "head", "head")]
+  for start, end, part in segments:
+    depth = 0.5 * (depths[start] + depths[end])
+    width = max(1, int(round(2 * camera.scale * body.radii[part] / depth)))
+    cv2.line(mask, _fixed(pixels[start]), _fixed(pixels[end]), 1.0, width,
+             cv2.LINE_AA, _SHIFT)
+  mask = cv2.GaussianBlur(mask, (0, 0), softness)
+  frame *= (1.0 - strength * np.minimum(mask, 1.0))[..., None]
+
+
+_CAPTIONS = ("SQUATS", "Day 12", "form check", "PUSH UPS", "abs workout",
+             "how to crunch", "@gym_life", "#fitness", "3 x 10", "LEG DAY",
+             "home workout", "slow and controlled", "00:14", "REC", "week 3",
+             "coach tip: watch the hips")
+
+
+def _overlay(rng: np.random.Generator, height: int,
+             width: int) -> tuple[np.ndarray, np.ndarray]:
+  """Captions and a logo drawn after filming: an RGB image and its alpha."""
+  # 8 bits, as OpenCV writes text only there; alpha 255 is opaque.
+  image = np.zeros((height, width, 3), np.uint8)
+  alpha = np.zeros((height, width), np.uint8)
+  font = [cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX,
+          cv2.FONT_HERSHEY_TRIPLEX, cv2.FONT_HERSHEY_PLAIN][rng.integers(4)]
+  for _ in range(rng.integers(1, 3)):
+    text = _CAPTIONS[rng.integers(len(_CAPTIONS))]
+    scale = rng.uniform(0.25, 0.6) * min(height, width) / 120
+    (text_width, text_height), _ = cv2.getTextSize(text, font, scale, 1)
+    x = int(rng.uniform(0, max(1, width - text_width)))
+    y = int(rng.choice([rng.uniform(0.05, 0.2), rng.uniform(0.8, 0.97)]) *
+            height) + text_height // 2
+    colour = [(255, 255, 255), (255, 230, 0), (20, 20, 20),
+              (255, 60, 60)][rng.integers(4)]
+    if rng.random() < 0.4:  # A caption box behind the text.
+      box = _sample_colour(rng, (0.0, 1.0), (0.0, 0.9))
+      cv2.rectangle(image, (x - 3, y - text_height - 3), (x + text_width + 3,
+                                                          y + 4), box, -1)
+      cv2.rectangle(alpha, (x - 3, y - text_height - 3), (x + text_width + 3,
+                                                          y + 4),
+                    int(rng.uniform(128, 255)), -1)
+    thickness = max(1, int(round(scale * 1.5)))
+    for target, value in ((image, colour), (alpha, 255)):
+      cv2.putText(target, text, (x, y), font, scale, value, thickness,
+                  cv2.LINE_AA)
+  if rng.random() < 0.5:  # A channel logo in a corner.
+    radius = int(rng.uniform(0.04, 0.08) * min(height, width)) + 2
+    centre = (int(rng.choice([radius + 3, width - radius - 3])),
+              int(rng.choice([radius + 3, height - radius - 3])))
+    cv2.circle(image, centre, radius, _sample_colour(rng, (0.5, 1), (0.5, 1)),
+               -1, cv2.LINE_AA)
+    cv2.circle(alpha, centre, radius, int(rng.uniform(150, 255)), -1,
+               cv2.LINE_AA)
+  return image.astype(np.float32), alpha[..., None].astype(np.float32) / 255
 
 
 def _camera_shake(rng: np.random.Generator, num_frames: int,
@@ -904,8 +1289,22 @@ def _camera_shake(rng: np.random.Generator, num_frames: int,
   return np.round(walk).astype(int)
 
 
+def _jpeg(frame: np.ndarray, quality: float) -> np.ndarray:
+  """A uint8 RGB frame after JPEG compression at `quality` (0-100)."""
+  ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY,
+                                          int(round(quality))])
+  if not ok:
+    raise RuntimeError("JPEG encoding failed")
+  return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+
+
 def render_clip(clip: Clip) -> np.ndarray:
   """Renders a clip.
+
+  The person and room are drawn, then what a phone and an upload add: the
+  person's shadow, exposure and white balance, vignetting, motion blur and
+  defocus, resolution loss, sensor noise, captions (`clip.overlay`) and
+  JPEG compression (`clip.jpeg_quality`).
 
   Args:
     clip: from `sample_clip`.
@@ -917,24 +1316,62 @@ def render_clip(clip: Clip) -> np.ndarray:
   skeleton = clip_skeleton(clip)
   camera = _fit_camera(clip, skeleton)
   shake = _camera_shake(rng, clip.num_frames,
-                        rng.uniform(0.5, 0.02 * clip.height))
+                        rng.uniform(0.5, 0.03 * min(clip.height, clip.width)))
   margin = int(np.abs(shake).max()) + 1
-  background = _render_background(rng, clip, camera, skeleton, margin)
+  room = _make_room(rng, camera, skeleton, clip.body.height)
+  background = _render_background(rng, clip, camera, skeleton, room, margin)
   light = np.array([rng.choice([-0.5, 0.5]), -0.85])
-  noise_sigma = rng.uniform(2.0, 6.0)
+  shadow = (rng.uniform(0.2, 0.55), rng.uniform(1.0, 4.0)
+            ) if rng.random() < 0.8 else None
+  # Vignetting darkens the corners (of the room; the person stays central).
+  ys, xs = np.mgrid[0:background.shape[0], 0:background.shape[1]]
+  radius = np.hypot(xs / background.shape[1] - 0.5,
+                    ys / background.shape[0] - 0.5)
+  background *= (1 - rng.uniform(0.0, 0.8) * radius**2)[..., None]
+  # Exposure, white balance and gamma, as one table per channel.
+  levels = np.arange(256, dtype=np.float64)[:, None] / 255.0
+  gain = rng.uniform(0.65, 1.25) * rng.uniform(0.88, 1.12, 3)
+  grade = np.clip(255.0 * np.minimum(levels * gain, 1.0)**rng.uniform(
+      0.8, 1.25), 0, 255).round().astype(np.uint8)[:, None, :]
+  exposure = rng.uniform(0.0, 0.5) if rng.random() < 0.5 else 0.0
+  defocus = rng.uniform(0.4, 1.2) if rng.random() < 0.4 else 0.0
+  downscale = rng.uniform(0.45, 0.9) if rng.random() < 0.4 else 1.0
+  noise_sigma = rng.uniform(1.0, 7.0)
+  overlay = _overlay(rng, clip.height, clip.width) if clip.overlay else None
   # A few noise images reused in random order cost far less than one a frame.
   noise_bank = (rng.normal(0, noise_sigma, (4, clip.height, clip.width, 3))
                 .round().astype(np.int16))
   frames = np.empty((clip.num_frames, clip.height, clip.width, 3), np.uint8)
+  previous = None
   for t in range(clip.num_frames):
     dx, dy = shake[t]
     frame = background[margin + dy:margin + dy + clip.height,
                        margin + dx:margin + dx + clip.width].copy()
     shaken = dataclasses.replace(camera, centre=camera.centre - shake[t])
-    _draw_person(frame, shaken, clip.body,
-                 {name: point[t] for name, point in skeleton.items()}, light)
-    noisy = frame.astype(np.int16) + noise_bank[rng.integers(len(noise_bank))]
-    frames[t] = np.clip(noisy, 0, 255)
+    joints = {name: point[t] for name, point in skeleton.items()}
+    if shadow:
+      _draw_shadow(frame, shaken, clip.body, joints, room.light, *shadow)
+    # Anti-aliased drawing needs 8 bits.
+    frame = frame.round().astype(np.uint8)
+    _draw_person(frame, shaken, clip.body, joints, light)
+    frame = cv2.LUT(frame, grade)
+    # The shutter stays open across part of the last frame's motion.
+    shot = frame if previous is None or not exposure else cv2.addWeighted(
+        frame, 1 - exposure, previous, exposure, 0.0)
+    previous = frame
+    if defocus:
+      shot = cv2.GaussianBlur(shot, (0, 0), defocus)
+    if downscale < 1.0:
+      small = cv2.resize(shot, None, fx=downscale, fy=downscale,
+                         interpolation=cv2.INTER_AREA)
+      shot = cv2.resize(small, (clip.width, clip.height),
+                        interpolation=cv2.INTER_LINEAR)
+    shot = np.clip(shot + noise_bank[rng.integers(len(noise_bank))], 0, 255)
+    if overlay is not None:
+      shot = shot * (1 - overlay[1]) + overlay[0] * overlay[1]
+    frames[t] = shot.round() if overlay is not None else shot
+    if clip.jpeg_quality < 100:
+      frames[t] = _jpeg(frames[t], clip.jpeg_quality)
   return frames
 
 
@@ -1114,19 +1551,35 @@ def _peak_centred_frames(clip: Clip, count: int) -> list[int]:
   return list(np.clip(np.round(indices), 0, clip.num_frames - 1).astype(int))
 
 
+def _letterbox(frame: np.ndarray, width: int, height: int) -> np.ndarray:
+  """`frame` shrunk to fit a width x height box, centred on dark grey."""
+  scale = min(width / frame.shape[1], height / frame.shape[0])
+  size = (max(1, int(round(frame.shape[1] * scale))),
+          max(1, int(round(frame.shape[0] * scale))))
+  box = np.full((height, width, 3), 40, np.uint8)
+  top, left = (height - size[1]) // 2, (width - size[0]) // 2
+  box[top:top + size[1], left:left + size[0]] = cv2.resize(
+      frame, size, interpolation=cv2.INTER_AREA)
+  return box
+
+
 def render_contact_sheet(seed: int, *, columns: int = 6,
+                         clips_per_row: int = 2,
                          thumbnail_height: int = 96,
                          num_subjects: int = DEFAULT_NUM_SUBJECTS,
                          width: int = DEFAULT_WIDTH,
                          height: int = DEFAULT_HEIGHT,
                          fps: float = DEFAULT_FPS,
                          label_width: int = 170) -> np.ndarray:
-  """A grid of frames, one row per class, each spanning one repetition.
+  """A grid of frames, one row per class, from clips of different subjects.
 
   Args:
     seed: the dataset seed.
     columns: frames per row.
-    thumbnail_height: frames taller than this are shrunk to it.
+    clips_per_row: clips shown in each row, each by `columns //
+      clips_per_row` frames spanning one repetition.
+    thumbnail_height: frames are letterboxed into boxes of this height (at
+      most `height`) and the width of a landscape frame.
     num_subjects: as for `generate_dataset`.
     width: frame width in pixels.
     height: frame height in pixels.
@@ -1141,13 +1594,16 @@ def render_contact_sheet(seed: int, *, columns: int = 6,
   thumb_width = int(round(width * thumb_height / height))
   rows = []
   for row, label in enumerate(CLASSES):
-    # Row i shows clip i of its class (as in a dataset of the same seed):
-    # a different subject on each row.
-    clip = sample_clip(label, row, seed, num_subjects=num_subjects,
-                       width=width, height=height, fps=fps)
-    shown = render_clip(clip)[_peak_centred_frames(clip, columns)]
-    frames = [cv2.resize(frame, (thumb_width, thumb_height),
-                         interpolation=cv2.INTER_AREA) for frame in shown]
+    # Row i shows clips i, i + 10, ... of its class (as in a dataset of the
+    # same seed): different subjects, rooms and views on every row.
+    frames = []
+    for index in range(row, row + 10 * clips_per_row, 10):
+      clip = sample_clip(label, index, seed, num_subjects=num_subjects,
+                         width=width, height=height, fps=fps)
+      shown = render_clip(clip)[_peak_centred_frames(
+          clip, columns // clips_per_row)]
+      frames += [_letterbox(frame, thumb_width, thumb_height)
+                 for frame in shown]
     name = np.full((thumb_height, label_width, 3), 255, np.uint8)
     cv2.putText(name, label, (6, thumb_height // 2 + 5),
                 cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)

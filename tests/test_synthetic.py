@@ -81,6 +81,12 @@ class Motion:
                        axis=-1) for side in "lr"
     ], axis=0) / self.clip.body.radii["head"]
 
+  def thigh_elevation(self) -> np.ndarray:
+    """Degrees the knee-to-hip line rises over the horizontal, (T,)."""
+    thigh = self.joints["pelvis"] - self.mean("knee")
+    return np.degrees(np.arctan2(thigh[:, 1],
+                                 np.linalg.norm(thigh[:, [0, 2]], axis=-1)))
+
   def shoulder_rise(self) -> np.ndarray:
     shoulders = self.height("shoulder")
     return shoulders - shoulders.min()
@@ -117,6 +123,8 @@ RULES: dict[str, list[Rule]] = {
     "squat_not-low": [
         ("hip always above knee", lambda m: np.all(
             m.height("pelvis") > m.height("knee") + 0.1 * m.h)),
+        ("thighs well above parallel at the bottom",
+         lambda m: m.thigh_elevation()[m.peak] > 25),
         ("yet it squats", lambda m:
          m.height("pelvis")[m.rest] - m.height("pelvis")[m.peak] > 0.08 * m.h),
         _FEET_DOWN,
@@ -143,14 +151,18 @@ RULES: dict[str, list[Rule]] = {
     ],
     "push-up_not-straight": _PUSH_UP_CONTACTS + [
         ("hips sag", lambda m: m.hip_above_body_line().max() < -0.06 * m.h),
+        ("sagging more at the bottom", lambda m:
+         m.hip_above_body_line()[m.peak] <
+         m.hip_above_body_line()[m.rest] - 0.03 * m.h),
         ("goes low", lambda m: m.push_up_depth()[m.peak] < 0.62),
     ],
     "crunch_correct": [_CRUNCH_LYING, _HANDS_AWAY, _SHOULDERS_RISE, _FEET_DOWN],
     "crunch_heels-up": [
         _CRUNCH_LYING, _HANDS_AWAY, _SHOULDERS_RISE,
-        ("feet off the floor", lambda m: m.lowest_foot().min() > 0.12 * m.h),
+        ("heels rise with the crunch", lambda m:
+         m.lowest_foot()[m.peak] - m.lowest_foot()[m.rest] > 0.1 * m.h),
         ("feet high at the top",
-         lambda m: m.lowest_foot()[m.peak] > 0.25 * m.h),
+         lambda m: m.lowest_foot()[m.peak] > 0.18 * m.h),
     ],
     "crunch_not-enough": [
         _CRUNCH_LYING, _HANDS_AWAY,
@@ -241,8 +253,51 @@ class SamplingTest(absltest.TestCase):
   def test_clip_lengths(self):
     for index in range(20):
       clip = synthetic.sample_clip("squat_correct", index, 0)
-      self.assertBetween(clip.num_frames / clip.fps, 2.0, 4.0)
+      self.assertBetween(clip.num_frames / clip.fps, 2.0, 4.5)
       self.assertLess(clip.rep_seconds, clip.num_frames / clip.fps)
+
+  def test_default_conditions_vary_what_real_recordings_vary(self):
+    clips = [synthetic.sample_clip(label, index, seed=0)
+             for label in synthetic.CLASSES for index in range(8)]
+    # Side (azimuth near 0 or 180), front (near 90) and in between.
+    views = [90 - abs(90 - (c.azimuth % 360)) for c in clips]
+    self.assertLess(min(views), 5)
+    self.assertGreater(max(views), 80)
+    self.assertTrue(any(30 < v < 60 for v in views))
+    self.assertEqual({c.room for c in clips}, set(synthetic.ROOMS))
+    self.assertTrue(any(c.width > c.height for c in clips))
+    self.assertTrue(any(c.width < c.height for c in clips))
+    for clip in clips:
+      self.assertEqual(min(clip.width, clip.height), synthetic.DEFAULT_HEIGHT)
+    self.assertEqual({c.overlay for c in clips}, {False, True})
+    self.assertGreater(np.ptp([c.jpeg_quality for c in clips]), 50)
+    self.assertGreater(np.ptp([c.elevation for c in clips]), 20)
+    self.assertGreater(np.ptp([c.fill for c in clips]), 0.4)
+    heights = {c.body.height for c in clips}
+    self.assertGreater(max(heights) - min(heights), 0.2)
+
+  def test_conditions_bound_every_sample(self):
+    conditions = synthetic.Conditions(
+        views=((40.0, 65.0), (75.0, 90.0)), elevations=((20.0, 30.0),),
+        heights=((1.5, 1.55),), girths=((1.3, 1.4),), rooms=("gym",),
+        aspects=(9 / 16,), overlay_probability=0.0,
+        jpeg_qualities=((100.0, 100.0),))
+    views = []
+    for label in synthetic.CLASSES:
+      for index in range(4):
+        clip = synthetic.sample_clip(label, index, 1, conditions=conditions)
+        view = 90 - abs(90 - (clip.azimuth % 360))
+        views.append(view)
+        self.assertTrue(40 <= view <= 65 or 75 <= view <= 90, view)
+        self.assertBetween(clip.elevation, 20, 30)
+        self.assertBetween(clip.body.height, 1.5, 1.55)
+        self.assertEqual(clip.room, "gym")
+        self.assertEqual((clip.width, clip.height),
+                         (synthetic.DEFAULT_HEIGHT, 298))
+        self.assertFalse(clip.overlay)
+        self.assertEqual(clip.jpeg_quality, 100)
+    # Both intervals are used, in proportion to their widths.
+    self.assertTrue(any(v < 65 for v in views) and any(v > 75 for v in views))
 
   def test_rejects_unknown_class(self):
     with self.assertRaisesRegex(ValueError, "unknown class"):
@@ -257,9 +312,10 @@ class RenderTest(absltest.TestCase):
           synthetic.sample_clip("push-up_butt-up", 2, seed))
 
     frames = render(5)
+    clip = synthetic.sample_clip("push-up_butt-up", 2, 5)
     self.assertEqual(frames.dtype, np.uint8)
-    self.assertEqual(frames.shape[1:], (synthetic.DEFAULT_HEIGHT,
-                                        synthetic.DEFAULT_WIDTH, 3))
+    self.assertEqual(frames.shape[1:], (clip.height, clip.width, 3))
+    self.assertEqual(min(frames.shape[1:3]), synthetic.DEFAULT_HEIGHT)
     np.testing.assert_array_equal(frames, render(5))
     self.assertFalse(np.array_equal(frames[:10], render(6)[:10]))
 
