@@ -17,7 +17,7 @@ rep speed and holds, the phase at the start and the clip length.
 
 Usage:
 
-  python3 -m i3d_demo.synthetic --output_dir=data/synthetic --clips_per_class=20 \
+  python3 -m i3d_demo.synthetic --output_dir=data/synthetic --clips_per_class=40 \
       --seed=0 --contact_sheet=docs/contact_sheet.png
 
 writes `<output_dir>/<class>/<class>_<index>.mp4` and

@@ -39,8 +39,8 @@ class MainJobTest(absltest.TestCase):
       # in new rooms, filmed from new angles, some cut or tiny in the frame.
       # On 2026-12-01: joint 72.5%, RGB 71.25%, flow 37.5% (chance 10%). On
       # the clean side views of generator v3 the same settings gave 97.5%,
-      # 95%, 87.5%, but that model scored far lower on v4's clips than this
-      # one on v3's (benchmarks/README.md, "Synthetic transfer").
+      # 95%, 87.5%, but that model scores 59.5% on v4's clips, against 76.5%
+      # for this one on v3's (benchmarks/README.md, "Synthetic transfer").
       self.assertGreaterEqual(metrics["top1"], 0.6, json.dumps(metrics))
       self.assertEqual(set(metrics["streams"]), {"rgb", "flow", "joint"})
       # Both streams carry signal (issue 10): flow alone is well above chance

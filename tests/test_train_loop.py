@@ -460,15 +460,21 @@ class ScriptImportsTest(parameterized.TestCase):
 @pytest.mark.slow
 class TrainScriptTest(TinyDataTest):
 
+  def train_command(self, cache_dir: str, train_dir: str, num_steps: int,
+                    checkpoint_every: int, *flags: str) -> list[str]:
+    """train.py on a prepared tiny cache, logging every step."""
+    return [sys.executable, os.path.join(ROOT, "train.py"), "--noprepare",
+            f"--cache_dir={cache_dir}", f"--train_dir={train_dir}",
+            "--num_frames=4", "--crop_size=32", "--batch_size=2",
+            f"--num_steps={num_steps}",
+            f"--checkpoint_every={checkpoint_every}", "--log_every=1",
+            f"--rgb_checkpoint={self.rgb_checkpoint}", "--feature_views=1",
+            "--noexport", *flags]
+
   def test_sigterm_saves_and_exits_cleanly(self):
     train_dir = self.train_dir()
     process = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "train.py"), "--noprepare",
-         f"--cache_dir={self.cache_dir}", f"--train_dir={train_dir}",
-         "--num_frames=4", "--crop_size=32", "--batch_size=2",
-         "--num_steps=100000", "--checkpoint_every=100000", "--log_every=1",
-         f"--rgb_checkpoint={self.rgb_checkpoint}", "--feature_views=1",
-         "--noexport"],
+        self.train_command(self.cache_dir, train_dir, 100000, 100000),
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     for line in process.stdout:
@@ -497,13 +503,7 @@ class TrainScriptTest(TinyDataTest):
     self.assertTrue(report.ok, report.summary())
     train_dir = self.train_dir()
     result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "train.py"), "--noprepare",
-         f"--cache_dir={cache_dir}", f"--train_dir={train_dir}",
-         "--num_frames=4", "--crop_size=32", "--batch_size=2",
-         "--num_steps=2", "--checkpoint_every=2", "--eval_every=1",
-         "--log_every=1",
-         f"--rgb_checkpoint={self.rgb_checkpoint}", "--feature_views=1",
-         "--noexport"],
+        self.train_command(cache_dir, train_dir, 2, 2, "--eval_every=1"),
         cwd=ROOT, capture_output=True, text=True, check=False)
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     # Warned before the first step, not found missing after the training.
