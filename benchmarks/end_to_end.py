@@ -2,7 +2,7 @@ r"""Benchmark of the main job end to end: wall time per phase.
 
 From the repository root:
 
-  PYTHONPATH=. python3 benchmarks/end_to_end.py     # the full demo (~10 min)
+  PYTHONPATH=. python3 benchmarks/end_to_end.py     # the full demo (~13 min)
   PYTHONPATH=. python3 benchmarks/end_to_end.py \
       --job_flags=--synthetic_clips_per_class=4,--num_steps=20   # ~3 min
 

@@ -306,6 +306,9 @@ class TrainConfig:
   preprocess: Optional[PreprocessConfig] = setting(
       None, "How the training videos were preprocessed (from the cache); "
       "inference uses the same.", flag=False)
+  training_data: str = setting(
+      "", "Fingerprint of the training split's videos and labels (from the "
+      "cache): a run does not resume on other data.", flag=False)
   stream: str = setting("joint", "Streams: rgb, flow or joint (both, logits "
                         "summed).", choices=("rgb", "flow", streams_lib.JOINT))
   num_frames: int = setting(64, "Frames per training clip (paper: 64).",

@@ -40,7 +40,7 @@ import multiprocessing
 import os
 import sys
 import tempfile
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from absl import app
 from absl import flags
@@ -51,8 +51,9 @@ import numpy as np
 from i3d import fileio
 from i3d import labels
 
-DEFAULT_WIDTH = 224
-DEFAULT_HEIGHT = 168
+# Every clip's shorter side, in pixels; its aspect (`Conditions.aspects`)
+# sets the longer one (224 for 4:3).
+DEFAULT_SHORT_SIDE = 168
 DEFAULT_FPS = 25.0
 DEFAULT_NUM_SUBJECTS = 10
 MANIFEST_NAME = "manifest.csv"
@@ -62,7 +63,7 @@ SETTINGS_NAME = "synthetic.json"
 GENERATOR_VERSION = 4  # 3: butt-up and sagging push-ups share depths; 4: domain randomisation.
 # The least value of each numeric argument of `generate_dataset` (and flag).
 _LOWER_BOUNDS = {"clips_per_class": 1, "seed": 0, "num_subjects": 1,
-                 "width": 16, "height": 16, "fps": 1, "num_workers": 1}
+                 "short_side": 16, "fps": 1, "num_workers": 1}
 
 _MIN_SECONDS, _MAX_SECONDS = 2.4, 4.4
 # Rep periods stay shorter than the shortest clip so that every clip shows a
@@ -150,8 +151,9 @@ class Conditions:
       (with `offsets`) cuts the person at the frame's edge.
     offsets: the largest offset of the motion's centre from the frame
       centre, as a fraction of the frame's width and height.
-    rooms: names in `ROOMS`: a bare room; a home with furniture, doors,
-      windows and rugs; a gym with rubber floor, mirrors, racks and weights.
+    rooms: names in `ROOMS`: "plain", a bare room; "home", with furniture,
+      doors, windows and rugs; "gym", with rubber floor, mirrors, racks and
+      weights.
     aspects: frame width over height, one chosen a clip (see `ASPECTS`).
     overlay_probability: the chance of text captions and a logo on top.
     jpeg_qualities: JPEG quality of each frame, as phones and uploads
@@ -168,6 +170,34 @@ class Conditions:
   aspects: tuple[float, ...] = ASPECTS
   overlay_probability: float = 0.35
   jpeg_qualities: tuple[tuple[float, float], ...] = ((15.0, 95.0),)
+
+  def __post_init__(self) -> None:
+    """Checks every range, so a bad one fails before anything is written.
+
+    Raises:
+      ValueError: naming the field and what is wrong with it.
+    """
+    for field in ("views", "elevations", "distances", "heights", "girths",
+                  "fills", "jpeg_qualities"):
+      intervals = getattr(self, field)
+      if not intervals or any(len(interval) != 2 or interval[0] > interval[1]
+                              for interval in intervals):
+        raise ValueError(f"Conditions.{field} must be one or more (low, high) "
+                         f"intervals with low <= high, got {intervals!r}")
+    unknown = set(self.rooms) - set(ROOMS)
+    if not self.rooms or unknown:
+      raise ValueError(f"Conditions.rooms must be some of {ROOMS}, got "
+                       f"{self.rooms!r}")
+    if not self.aspects or min(self.aspects) <= 0:
+      raise ValueError(f"Conditions.aspects must be positive width/height "
+                       f"ratios, got {self.aspects!r}")
+    if not 0 <= self.overlay_probability <= 1:
+      raise ValueError("Conditions.overlay_probability must be in [0, 1], got "
+                       f"{self.overlay_probability!r}")
+    if not 1 <= min(min(q) for q in self.jpeg_qualities) <= 100 or max(
+        max(q) for q in self.jpeg_qualities) > 100:
+      raise ValueError("Conditions.jpeg_qualities must be within [1, 100], "
+                       f"got {self.jpeg_qualities!r}")
 
 
 def _sample_union(rng: np.random.Generator,
@@ -624,7 +654,7 @@ def _sample_range(rng: np.random.Generator, value: Range) -> float:
 
 def sample_clip(label: str, clip_index: int, seed: int, *,
                 num_subjects: int = DEFAULT_NUM_SUBJECTS,
-                width: int = DEFAULT_WIDTH, height: int = DEFAULT_HEIGHT,
+                short_side: int = DEFAULT_SHORT_SIDE,
                 fps: float = DEFAULT_FPS,
                 conditions: Conditions = Conditions()) -> Clip:
   """Draws one clip's random settings.
@@ -637,10 +667,8 @@ def sample_clip(label: str, clip_index: int, seed: int, *,
     clip_index: the clip's index within its class.
     seed: the dataset seed.
     num_subjects: how many subjects share the clips.
-    width: frame width in pixels of a landscape frame; with `height`, it
-      sets every clip's short side, `min(width, height)`, and the clip's
-      aspect (from `conditions.aspects`) sets its long side.
-    height: frame height in pixels of a landscape frame.
+    short_side: the frame's shorter side in pixels; the clip's aspect (from
+      `conditions.aspects`) sets the longer one.
     fps: frame rate.
     conditions: the ranges the rendering conditions are drawn from.
 
@@ -677,7 +705,7 @@ def sample_clip(label: str, clip_index: int, seed: int, *,
       fill=_sample_union(rng, conditions.fills),
       offset=(float(rng.uniform(-1, 1) * conditions.offsets[0]),
               float(rng.uniform(-1, 1) * conditions.offsets[1])),
-      **_frame_size(min(width, height),
+      **_frame_size(short_side,
                     conditions.aspects[rng.integers(len(conditions.aspects))]),
       room=conditions.rooms[rng.integers(len(conditions.rooms))],
       overlay=bool(rng.random() < conditions.overlay_probability),
@@ -1426,6 +1454,19 @@ def _init_worker() -> None:
   cv2.setNumThreads(1)  # Parallelism comes from the processes.
 
 
+def _differences(previous: Mapping[str, Any], current: Mapping[str, Any],
+                 prefix: str = "") -> list[tuple[str, Any, Any]]:
+  """(dotted key, previous value, current value) of each leaf that differs."""
+  differences = []
+  for key in sorted(set(previous) | set(current)):
+    old, new = previous.get(key), current.get(key)
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+      differences += _differences(old, new, f"{prefix}{key}.")
+    elif old != new:
+      differences.append((f"{prefix}{key}", old, new))
+  return differences
+
+
 def _check_settings(output_dir: str, settings: Mapping[str, object]) -> None:
   """Records the settings that decide the pixels, or checks them on a rerun.
 
@@ -1437,11 +1478,17 @@ def _check_settings(output_dir: str, settings: Mapping[str, object]) -> None:
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
       previous = json.load(f)
+    if previous.get("generator_version") != settings["generator_version"]:
+      raise ValueError(
+          f"{output_dir} holds clips of generator version "
+          f"{previous.get('generator_version')}; this is version "
+          f"{settings['generator_version']}: delete the folder (and the "
+          "cache prepared from it, and any run trained on it) to regenerate, "
+          "or use another directory")
     if previous != settings:
       changed = ", ".join(
-          f"{key} {previous.get(key)!r} there, {settings.get(key)!r} now"
-          for key in sorted(set(previous) | set(settings))
-          if previous.get(key) != settings.get(key))
+          f"{key} {previous_value!r} there, {value!r} now"
+          for key, previous_value, value in _differences(previous, settings))
       raise ValueError(
           f"{output_dir} holds clips made with other settings ({changed}); "
           "delete it (and the cache prepared from it) to regenerate, or use "
@@ -1452,7 +1499,7 @@ def _check_settings(output_dir: str, settings: Mapping[str, object]) -> None:
 
 def generate_dataset(output_dir: str, clips_per_class: int, seed: int, *,
                      num_subjects: int = DEFAULT_NUM_SUBJECTS,
-                     width: int = DEFAULT_WIDTH, height: int = DEFAULT_HEIGHT,
+                     short_side: int = DEFAULT_SHORT_SIDE,
                      fps: float = DEFAULT_FPS, num_workers: int = 1,
                      conditions: Conditions = Conditions()) -> str:
   """Writes the synthetic dataset, completing whatever is missing.
@@ -1468,8 +1515,8 @@ def generate_dataset(output_dir: str, clips_per_class: int, seed: int, *,
     seed: the dataset seed.
     num_subjects: subjects sharing the clips; clip i is subject
       `i % num_subjects`.
-    width: frame width in pixels.
-    height: frame height in pixels.
+    short_side: every frame's shorter side in pixels, even (see
+      `sample_clip`).
     fps: frame rate.
     num_workers: processes rendering clips in parallel.
     conditions: the ranges the rendering conditions are drawn from.
@@ -1482,24 +1529,26 @@ def generate_dataset(output_dir: str, clips_per_class: int, seed: int, *,
       other settings.
   """
   given = {"clips_per_class": clips_per_class, "seed": seed,
-           "num_subjects": num_subjects, "width": width, "height": height,
+           "num_subjects": num_subjects, "short_side": short_side,
            "fps": fps, "num_workers": num_workers}
   for name, least in _LOWER_BOUNDS.items():
     if given[name] < least:
       raise ValueError(f"{name} must be at least {least}, got {given[name]}")
-  if width % 2 or height % 2:
-    raise ValueError(f"width and height must be even, as video codecs want; "
-                     f"got {width}x{height}")
+  if short_side % 2:
+    raise ValueError(f"short_side must be even, as video codecs want; "
+                     f"got {short_side}")
   settings = {"generator_version": GENERATOR_VERSION, "seed": seed,
-              "num_subjects": num_subjects, "width": width, "height": height,
+              "num_subjects": num_subjects, "short_side": short_side,
               "fps": fps,
               # Through JSON, so that it compares equal to a reread copy.
               "conditions": json.loads(json.dumps(
                   dataclasses.asdict(conditions)))}
+  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+    raise ValueError(f"{output_dir} is not a directory")
   os.makedirs(output_dir, exist_ok=True)
   _check_settings(output_dir, settings)
   clips = [sample_clip(label, index, seed, num_subjects=num_subjects,
-                       width=width, height=height, fps=fps,
+                       short_side=short_side, fps=fps,
                        conditions=conditions)
            for label in CLASSES for index in range(clips_per_class)]
   missing = [clip for clip in clips if not _is_whole(
@@ -1567,8 +1616,7 @@ def render_contact_sheet(seed: int, *, columns: int = 6,
                          clips_per_row: int = 2,
                          thumbnail_height: int = 96,
                          num_subjects: int = DEFAULT_NUM_SUBJECTS,
-                         width: int = DEFAULT_WIDTH,
-                         height: int = DEFAULT_HEIGHT,
+                         short_side: int = DEFAULT_SHORT_SIDE,
                          fps: float = DEFAULT_FPS,
                          label_width: int = 170) -> np.ndarray:
   """A grid of frames, one row per class, from clips of different subjects.
@@ -1578,11 +1626,10 @@ def render_contact_sheet(seed: int, *, columns: int = 6,
     columns: frames per row.
     clips_per_row: clips shown in each row, each by `columns //
       clips_per_row` frames spanning one repetition.
-    thumbnail_height: frames are letterboxed into boxes of this height (at
-      most `height`) and the width of a landscape frame.
+    thumbnail_height: frames are letterboxed into 4:3 boxes of this height
+      (at most `short_side`).
     num_subjects: as for `generate_dataset`.
-    width: frame width in pixels.
-    height: frame height in pixels.
+    short_side: as for `generate_dataset`.
     fps: frame rate.
     label_width: width of the class-name column in pixels.
 
@@ -1590,8 +1637,8 @@ def render_contact_sheet(seed: int, *, columns: int = 6,
     A uint8 RGB image with one row of `columns` frames per class after a
     column of class names.
   """
-  thumb_height = min(height, thumbnail_height)
-  thumb_width = int(round(width * thumb_height / height))
+  thumb_height = min(short_side, thumbnail_height)
+  thumb_width = int(round(thumb_height * 4 / 3))
   rows = []
   for row, label in enumerate(CLASSES):
     # Row i shows clips i, i + 10, ... of its class (as in a dataset of the
@@ -1599,7 +1646,7 @@ def render_contact_sheet(seed: int, *, columns: int = 6,
     frames = []
     for index in range(row, row + 10 * clips_per_row, 10):
       clip = sample_clip(label, index, seed, num_subjects=num_subjects,
-                         width=width, height=height, fps=fps)
+                         short_side=short_side, fps=fps)
       shown = render_clip(clip)[_peak_centred_frames(
           clip, columns // clips_per_row)]
       frames += [_letterbox(frame, thumb_width, thumb_height)
@@ -1612,7 +1659,17 @@ def render_contact_sheet(seed: int, *, columns: int = 6,
 
 
 def write_contact_sheet(path: str, seed: int, **kwargs: int | float) -> None:
-  """Writes `render_contact_sheet(seed, **kwargs)` as a PNG, atomically."""
+  """Writes `render_contact_sheet(seed, **kwargs)` as a PNG, atomically.
+
+  Raises:
+    ValueError: if `path` is a directory or does not end in .png (checked
+      before rendering).
+  """
+  if os.path.isdir(path):
+    raise ValueError(f"{path} is a directory; give the PNG file's path")
+  if not path.lower().endswith(".png"):
+    raise ValueError(f"{path}: the contact sheet is a PNG, its name must end "
+                     "in .png")
   sheet = render_contact_sheet(seed, **kwargs)
   ok, png = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR),
                          [cv2.IMWRITE_PNG_COMPRESSION, 9])
@@ -1626,7 +1683,7 @@ def _define_flags() -> None:
   # trainer with flags of the same names does not clash.
   flags.DEFINE_string("output_dir", None, "Dataset directory to write.")
   bound = _LOWER_BOUNDS
-  flags.DEFINE_integer("clips_per_class", 20, "Clips of each class.",
+  flags.DEFINE_integer("clips_per_class", 40, "Clips of each class.",
                        lower_bound=bound["clips_per_class"])
   flags.DEFINE_integer("seed", 0, "Dataset seed.", lower_bound=bound["seed"])
   flags.DEFINE_string("contact_sheet", None,
@@ -1634,19 +1691,17 @@ def _define_flags() -> None:
   flags.DEFINE_integer("num_subjects", DEFAULT_NUM_SUBJECTS,
                        "Subjects sharing the clips.",
                        lower_bound=bound["num_subjects"])
-  flags.DEFINE_integer("width", DEFAULT_WIDTH, "Frame width in pixels, even.",
-                       lower_bound=bound["width"])
-  flags.DEFINE_integer("height", DEFAULT_HEIGHT,
-                       "Frame height in pixels, even.",
-                       lower_bound=bound["height"])
+  flags.DEFINE_integer("short_side", DEFAULT_SHORT_SIDE,
+                       "Every frame's shorter side in pixels, even; each "
+                       "clip's aspect (4:3, 16:9, 3:4 or 9:16) sets the "
+                       "longer one.", lower_bound=bound["short_side"])
   flags.DEFINE_float("fps", DEFAULT_FPS, "Frame rate.",
                      lower_bound=bound["fps"])
   flags.DEFINE_integer("num_workers", os.cpu_count() or 1,
                        "Processes rendering clips in parallel.",
                        lower_bound=bound["num_workers"])
-  for name in ("width", "height"):
-    flags.register_validator(name, lambda value: value % 2 == 0,
-                             message=f"--{name} must be even (video codecs)")
+  flags.register_validator("short_side", lambda value: value % 2 == 0,
+                           message="--short_side must be even (video codecs)")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -1655,8 +1710,8 @@ def main(argv: Sequence[str]) -> None:
   values = flags.FLAGS
   if not values.output_dir and not values.contact_sheet:
     raise app.UsageError("give --output_dir, --contact_sheet or both")
-  look = {"num_subjects": values.num_subjects, "width": values.width,
-          "height": values.height, "fps": values.fps}
+  look = {"num_subjects": values.num_subjects,
+          "short_side": values.short_side, "fps": values.fps}
   try:
     if values.output_dir:
       manifest = generate_dataset(values.output_dir, values.clips_per_class,

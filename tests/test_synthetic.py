@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from tests import testdata
 
 _REPO = testdata.ROOT
 # Small frames keep the file tests fast; nothing they check depends on size.
-_SMALL = {"width": 64, "height": 48}
+_SMALL = {"short_side": 48}
 
 
 @dataclasses.dataclass
@@ -268,7 +269,7 @@ class SamplingTest(absltest.TestCase):
     self.assertTrue(any(c.width > c.height for c in clips))
     self.assertTrue(any(c.width < c.height for c in clips))
     for clip in clips:
-      self.assertEqual(min(clip.width, clip.height), synthetic.DEFAULT_HEIGHT)
+      self.assertEqual(min(clip.width, clip.height), synthetic.DEFAULT_SHORT_SIDE)
     self.assertEqual({c.overlay for c in clips}, {False, True})
     self.assertGreater(np.ptp([c.jpeg_quality for c in clips]), 50)
     self.assertGreater(np.ptp([c.elevation for c in clips]), 20)
@@ -293,7 +294,7 @@ class SamplingTest(absltest.TestCase):
         self.assertBetween(clip.body.height, 1.5, 1.55)
         self.assertEqual(clip.room, "gym")
         self.assertEqual((clip.width, clip.height),
-                         (synthetic.DEFAULT_HEIGHT, 298))
+                         (synthetic.DEFAULT_SHORT_SIDE, 298))
         self.assertFalse(clip.overlay)
         self.assertEqual(clip.jpeg_quality, 100)
     # Both intervals are used, in proportion to their widths.
@@ -315,7 +316,7 @@ class RenderTest(absltest.TestCase):
     clip = synthetic.sample_clip("push-up_butt-up", 2, 5)
     self.assertEqual(frames.dtype, np.uint8)
     self.assertEqual(frames.shape[1:], (clip.height, clip.width, 3))
-    self.assertEqual(min(frames.shape[1:3]), synthetic.DEFAULT_HEIGHT)
+    self.assertEqual(min(frames.shape[1:3]), synthetic.DEFAULT_SHORT_SIDE)
     np.testing.assert_array_equal(frames, render(5))
     self.assertFalse(np.array_equal(frames[:10], render(6)[:10]))
 
@@ -436,11 +437,43 @@ class DatasetTest(_TempDirTestCase):
         ValueError, r"other settings \(seed 0 there, 1 now\); delete it"):
       self._generate(directory, clips_per_class=1, seed=1)
 
+  def test_refusal_names_what_differs(self):
+    directory = self._tempdir()
+    self._generate(directory, clips_per_class=1)
+    with self.assertRaisesRegex(
+        ValueError, r"other settings \(conditions\.rooms \['plain', 'home', "
+        r"'gym'\] there, \['gym'\] now\)"):
+      self._generate(directory, clips_per_class=1,
+                     conditions=synthetic.Conditions(rooms=("gym",)))
+    settings_path = os.path.join(directory, synthetic.SETTINGS_NAME)
+    with open(settings_path) as f:
+      settings = json.load(f)
+    settings["generator_version"] -= 1
+    with open(settings_path, "w") as f:
+      json.dump(settings, f)
+    with self.assertRaisesRegex(
+        ValueError, f"generator version {synthetic.GENERATOR_VERSION - 1}; "
+        f"this is version {synthetic.GENERATOR_VERSION}: delete"):
+      self._generate(directory, clips_per_class=1)
+
+  def test_bad_conditions_fail_when_made(self):
+    for bad, message in (({"rooms": ("bare",)}, "rooms must be some of"),
+                         ({"aspects": (0.0,)}, "aspects must be positive"),
+                         ({"views": ((10.0, -10.0),)}, "views must be"),
+                         ({"fills": ()}, "fills must be"),
+                         ({"jpeg_qualities": ((0.0, 90.0),)},
+                          "jpeg_qualities must be within"),
+                         ({"overlay_probability": 1.5},
+                          "overlay_probability must be")):
+      with self.subTest(**{k: str(v) for k, v in bad.items()}):
+        with self.assertRaisesRegex(ValueError, message):
+          synthetic.Conditions(**bad)
+
   def test_invalid_arguments_write_nothing(self):
     directory = os.path.join(self._tempdir(), "never")
     for bad, message in (({"clips_per_class": 0}, "clips_per_class must"),
                          ({"seed": -1}, "seed must"),
-                         ({"width": 161}, "must be even"),
+                         ({"short_side": 161}, "must be even"),
                          ({"fps": 0.0}, "fps must")):
       with self.subTest(**bad):
         with self.assertRaisesRegex(ValueError, message):
@@ -465,7 +498,7 @@ class CommandLineTest(_TempDirTestCase):
     subprocess.run(
         [sys.executable, "-m", "i3d_demo.synthetic",
          f"--output_dir={directory}/data", "--clips_per_class=1", "--seed=2",
-         f"--contact_sheet={sheet}", "--width=64", "--height=48",
+         f"--contact_sheet={sheet}", "--short_side=48",
          "--num_workers=1"],
         cwd=_REPO, check=True, capture_output=True)
     manifest = os.path.join(directory, "data", "manifest.csv")
@@ -485,9 +518,11 @@ class CommandLineTest(_TempDirTestCase):
     for args, message in (
         (["--output_dir=" + directory, "--clips_per_class=0"],
          "--clips_per_class=0: 0 is not a positive integer"),
-        (["--output_dir=" + directory, "--height=47"],
-         "--height must be even"),
-        (["--output_dir=" + taken], "error: .*File exists: .*file")):
+        (["--output_dir=" + directory, "--short_side=47"],
+         "--short_side must be even"),
+        (["--output_dir=" + taken], "error: .*file is not a directory"),
+        (["--contact_sheet=" + directory], "error: .* is a directory"),
+        (["--contact_sheet=" + taken + ".jpg"], "error: .*must end in .png")):
       with self.subTest(args=args):
         result = subprocess.run(
             [sys.executable, "-m", "i3d_demo.synthetic", *args], cwd=_REPO,

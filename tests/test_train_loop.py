@@ -490,6 +490,25 @@ class TrainScriptTest(TinyDataTest):
     with open(os.path.join(train_dir, config_lib.CONFIG_FILE)) as f:
       self.assertEqual(json.load(f)["classes"], list(CLASSES))
 
+  def test_rerun_on_other_training_videos_is_refused(self):
+    train_dir = self.train_dir()
+    first = subprocess.run(
+        self.train_command(self.cache_dir, train_dir, 2, 2),
+        cwd=ROOT, capture_output=True, text=True, check=False)
+    self.assertEqual(first.returncode, 0, first.stderr[-3000:])
+    # The same classes, other videos (the demo data regenerated, say).
+    other_cache = testdata.prepare_direction_cache(
+        self.create_tempdir().full_path, videos_per_class=5)
+    refused = subprocess.run(
+        self.train_command(other_cache, train_dir, 4, 2),
+        cwd=ROOT, capture_output=True, text=True, check=False)
+    self.assertNotEqual(refused.returncode, 0)
+    self.assertNotIn("Traceback", refused.stderr)
+    self.assertRegex(refused.stderr.strip().splitlines()[-1],
+                     "^error: .* holds a run trained on other videos")
+    self.assertEqual(os.path.basename(
+        train_checkpointer.latest_checkpoint(train_dir)), "ckpt-2")
+
   def test_a_cache_without_eval_videos_trains_without_evaluation(self):
     root = self.create_tempdir().full_path
     cache_dir = os.path.join(root, "cache")

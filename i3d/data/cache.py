@@ -163,6 +163,18 @@ class CacheInfo:
     by_path = {entry.path: entry for entry in self.entries}
     return [by_path[path] for path in self.splits[split]]
 
+  def split_fingerprint(self, split: str) -> str:
+    """A short hash of a split's videos: their content, settings and labels.
+
+    Equal for the same videos, labels and preprocessing in any order or
+    place, so a run can tell that its training data changed.
+
+    Raises:
+      DatasetError: if the split is unknown.
+    """
+    items = sorted(f"{e.key} {e.label}" for e in self.split_entries(split))
+    return hashlib.sha256("\n".join(items).encode("utf-8")).hexdigest()[:16]
+
   def stream_path(self, entry: CacheEntry, stream: str) -> str:
     """Returns the file holding one stream of an entry."""
     return _stream_path(os.path.join(self.cache_dir, _VIDEOS_DIR), entry.key,
