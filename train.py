@@ -104,27 +104,6 @@ def _cross_validate(config: config_lib.TrainConfig) -> None:
     print("\n" + cv_reports.format_learning_curve(curve))
 
 
-def _refuse_other_training_data(config: config_lib.TrainConfig) -> None:
-  """Stops a rerun whose training videos differ from those of its checkpoints.
-
-  Resuming would go on from (or, at the last step, only evaluate) a model
-  trained on other data, e.g. after the demo data was regenerated.
-
-  Raises:
-    ValueError: naming the run directory and what to do.
-  """
-  if not os.path.exists(os.path.join(config.train_dir,
-                                     config_lib.CONFIG_FILE)):
-    return
-  saved = config_lib.load_config(config.train_dir).training_data
-  # Runs saved before the fingerprint existed cannot be checked.
-  if saved and saved != config.training_data:
-    raise ValueError(
-        f"{config.train_dir} holds a run trained on other videos than "
-        f"{config.cache_dir}'s training split now has; use a new --train_dir, "
-        "or delete it to train again")
-
-
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -165,7 +144,7 @@ def main(argv: Sequence[str]) -> None:
         config, classes=tuple(info.classes), preprocess=info.config,
         training_data=info.split_fingerprint("train"),
         num_steps=_num_steps(config, len(info.split_entries("train"))))
-    _refuse_other_training_data(config)
+    train_checkpointer.check_training_data(config)
     if config.cross_validation_folds:
       _cross_validate(config)
       return

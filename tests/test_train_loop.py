@@ -1,5 +1,6 @@
 """Tests for i3d.train (steps, features, checkpointer, loop) and train.py, on tiny prepared datasets."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -285,6 +286,22 @@ class TrainingLoopTest(TinyDataTest):
         os.path.basename(resumed.checkpointer.manager.latest_checkpoint),
         "ckpt-6")
 
+  def test_rerun_on_other_training_videos_is_refused(self):
+    info = data_cache.read_cache(self.cache_dir)
+    config = self.config(training_data=info.split_fingerprint("train"))
+    config_lib.save_config(config)
+    train_checkpointer.check_training_data(config)  # The same videos.
+    # The same classes, other videos (the demo data regenerated, say).
+    other = data_cache.read_cache(testdata.prepare_direction_cache(
+        self.create_tempdir().full_path, videos_per_class=5))
+    self.assertNotEqual(other.split_fingerprint("train"),
+                        config.training_data)
+    with self.assertRaisesRegex(train_checkpointer.TrainingError,
+                                "holds a run trained on other videos"):
+      train_checkpointer.check_training_data(dataclasses.replace(
+          config, cache_dir=other.cache_dir,
+          training_data=other.split_fingerprint("train")))
+
   def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(self):
     trainer = train_loop.Trainer(self.config(num_steps=2, checkpoint_every=1))
     trainer.train()
@@ -489,25 +506,6 @@ class TrainScriptTest(TinyDataTest):
     self.assertGreaterEqual(step, 3)
     with open(os.path.join(train_dir, config_lib.CONFIG_FILE)) as f:
       self.assertEqual(json.load(f)["classes"], list(CLASSES))
-
-  def test_rerun_on_other_training_videos_is_refused(self):
-    train_dir = self.train_dir()
-    first = subprocess.run(
-        self.train_command(self.cache_dir, train_dir, 2, 2),
-        cwd=ROOT, capture_output=True, text=True, check=False)
-    self.assertEqual(first.returncode, 0, first.stderr[-3000:])
-    # The same classes, other videos (the demo data regenerated, say).
-    other_cache = testdata.prepare_direction_cache(
-        self.create_tempdir().full_path, videos_per_class=5)
-    refused = subprocess.run(
-        self.train_command(other_cache, train_dir, 4, 2),
-        cwd=ROOT, capture_output=True, text=True, check=False)
-    self.assertNotEqual(refused.returncode, 0)
-    self.assertNotIn("Traceback", refused.stderr)
-    self.assertRegex(refused.stderr.strip().splitlines()[-1],
-                     "^error: .* holds a run trained on other videos")
-    self.assertEqual(os.path.basename(
-        train_checkpointer.latest_checkpoint(train_dir)), "ckpt-2")
 
   def test_a_cache_without_eval_videos_trains_without_evaluation(self):
     root = self.create_tempdir().full_path

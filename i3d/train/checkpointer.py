@@ -34,6 +34,30 @@ class TrainingError(RuntimeError):
   """Training cannot go on (NaN loss, bad configuration)."""
 
 
+def check_training_data(config: config_lib.TrainConfig) -> None:
+  """Refuses a rerun whose training videos differ from its saved run's.
+
+  Resuming would go on from (or, at the last step, only evaluate) a model
+  trained on other data, e.g. after the demo data was regenerated. Runs saved
+  before `TrainConfig.training_data` existed are not checked.
+
+  Args:
+    config: the rerun's settings, with `training_data` from its cache.
+
+  Raises:
+    TrainingError: naming the run directory and what to do.
+  """
+  if not os.path.exists(os.path.join(config.train_dir,
+                                     config_lib.CONFIG_FILE)):
+    return
+  saved = config_lib.load_config(config.train_dir).training_data
+  if saved and saved != config.training_data:
+    raise TrainingError(
+        f"{config.train_dir} holds a run trained on other videos than "
+        f"{config.cache_dir}'s training split now has; use a new --train_dir, "
+        "or delete it to train again")
+
+
 def latest_checkpoint(train_dir: str) -> str:
   """Returns the newest training checkpoint of a train_dir.
 
