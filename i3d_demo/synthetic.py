@@ -194,8 +194,8 @@ class Conditions:
     if not 0 <= self.overlay_probability <= 1:
       raise ValueError("Conditions.overlay_probability must be in [0, 1], got "
                        f"{self.overlay_probability!r}")
-    if not 1 <= min(min(q) for q in self.jpeg_qualities) <= 100 or max(
-        max(q) for q in self.jpeg_qualities) > 100:
+    qualities = [q for interval in self.jpeg_qualities for q in interval]
+    if min(qualities) < 1 or max(qualities) > 100:
       raise ValueError("Conditions.jpeg_qualities must be within [1, 100], "
                        f"got {self.jpeg_qualities!r}")
 
